@@ -1,0 +1,1 @@
+"""Faust agents: raw topics -> validation -> tables -> market-data-stream -> NATS."""

@@ -1,0 +1,199 @@
+"""Typed service configuration: `config/*.yaml`, overridden by environment variables.
+
+A broken file or value stops the process with a message naming the field, because a
+market-data service that starts on silently-defaulted settings publishes wrong prices.
+Secrets never live here: a broker or collector names the environment variable that
+holds its token, and the token is read from the environment when it is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "config" / "service.yaml"
+CONFIG_ENV = "INGEST_CONFIG"
+OVERRIDE_PREFIX = "INGEST__"
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the file, field and problem."""
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServiceSettings(Section):
+    name: str = "data-ingestion"
+    app_id: str = "data-ingestion"
+    version: str = "1.0.0"
+    data_dir: Path = REPO_ROOT / ".run" / "worker"
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(6066, gt=0, lt=65536)
+    store: str = "rocksdb://"
+    log_level: Literal["debug", "info", "warn", "error"] = "info"
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(8, gt=0)
+    replication_factor: int = Field(1, gt=0)
+    producer_acks: Literal[0, 1, -1] = -1
+    producer_linger_ms: int = Field(1, ge=0)
+    commit_interval_s: float = Field(1.0, gt=0)
+
+
+class NatsSettings(Section):
+    url: str = "nats://127.0.0.1:4222"
+    subject_prefix: str = "market"
+    mode: Literal["jetstream", "core"] = "jetstream"
+    stream_name: str = "MARKET"
+    max_age_s: float = Field(86400.0, gt=0)
+    max_bytes: int = Field(1_073_741_824, gt=0)
+    duplicate_window_s: float = Field(120.0, gt=0)
+    max_in_flight: int = Field(2000, gt=0)
+
+
+class BrokerSettings(Section):
+    """A named price feed; `kind` selects the client, so new kinds need no pipeline change."""
+
+    kind: Literal["oanda_v20"] = "oanda_v20"
+    display_name: str = ""
+    enabled: bool = True
+    stream_url: str
+    account: str
+    token_env: str
+    symbols: list[str] = Field(min_length=1)
+    priority: int = Field(ge=1)
+    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    auth_backoff_s: float = Field(60.0, gt=0)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols_are_normalised(cls, symbols: list[str]) -> list[str]:
+        bad = [s for s in symbols if not s.isalnum() or not s.isupper()]
+        if bad:
+            raise ValueError(f"symbols must be upper-case without separators, got {bad}")
+        return symbols
+
+
+class InstrumentSettings(Section):
+    asset_class: str
+    pip: Decimal = Field(gt=0)
+
+
+class ValidationLimits(Section):
+    """Thresholds of the tick rules; every field optional so that layers can override."""
+
+    max_spread_pips: float | None = Field(None, gt=0)
+    max_move_pct: float | None = Field(None, gt=0)
+    min_interval_ms: float | None = Field(None, ge=0)
+    max_stale_ms: float | None = Field(None, gt=0)
+    max_future_ms: float | None = Field(None, ge=0)
+
+
+class ValidationSettings(Section):
+    defaults: ValidationLimits = ValidationLimits(
+        max_spread_pips=5,
+        max_move_pct=2.0,
+        min_interval_ms=0,
+        max_stale_ms=5000,
+        max_future_ms=2000,
+    )
+    asset_classes: dict[str, ValidationLimits] = {}
+    symbols: dict[str, ValidationLimits] = {}
+
+
+class BestPriceSettings(Section):
+    max_age_ms: float = Field(3000.0, gt=0)
+
+
+class CollectorSettings(Section):
+    """One external-data collector; provider-specific knobs go under `params`."""
+
+    enabled: bool = True
+    base_url: str
+    interval_s: float = Field(gt=0)
+    timeout_s: float = Field(10.0, gt=0)
+    api_key_env: str | None = None
+    params: dict[str, Any] = {}
+
+
+class Settings(Section):
+    service: ServiceSettings = ServiceSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    nats: NatsSettings = NatsSettings()
+    brokers: dict[str, BrokerSettings] = {}
+    instruments: dict[str, InstrumentSettings] = {}
+    validation: ValidationSettings = ValidationSettings()
+    best_price: BestPriceSettings = BestPriceSettings()
+    collectors: dict[str, CollectorSettings] = {}
+
+
+def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    """Apply `INGEST__SECTION__KEY=value` variables; values are read as YAML scalars/lists."""
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(OVERRIDE_PREFIX):
+            continue
+        path = name[len(OVERRIDE_PREFIX) :].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"{name}: {'.'.join(path)} does not name a config section")
+            node = child
+        try:
+            node[path[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{name}: value is not valid YAML: {exc}") from exc
+    return data
+
+
+def _describe(exc: ValidationError, origin: str) -> str:
+    lines = [f"invalid configuration in {origin}:"]
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        lines.append(f"  {field}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> Settings:
+    """Read, override and validate the configuration; raise ConfigError naming the problem."""
+    environ = os.environ if environ is None else environ
+    config_path = Path(path or environ.get(CONFIG_ENV) or DEFAULT_CONFIG)
+    try:
+        text = config_path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {config_path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{config_path}: top level must be a mapping, got {type(data).__name__}")
+    data = apply_env_overrides(data, environ)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, str(config_path))) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, loaded once from INGEST_CONFIG or config/service.yaml."""
+    return load_settings()

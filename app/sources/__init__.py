@@ -1,0 +1,1 @@
+"""Sources: broker streams, external collectors and historical imports -> raw topics."""

@@ -1,0 +1,1 @@
+"""RocksDB-backed, changelog-recovered faust tables."""

@@ -1,0 +1,1 @@
+"""Web views served by the worker's faust web server."""
