@@ -15,6 +15,8 @@ PRICE_SCALE = 1_000_000_000
 PRICE_DECIMALS = 9
 NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
+# int64 holds 9.2e18, so with 9 decimals a price may have up to 9 whole digits.
+MAX_WHOLE_DIGITS = 9
 
 
 def parse_price(text: str) -> int:
@@ -27,8 +29,8 @@ def parse_price(text: str) -> int:
     whole, dot, frac = text.partition(".")
     if not whole.isdigit() or (dot and not frac.isdigit()) or not whole.isascii():
         raise ValueError(f"price is not a plain positive decimal: {text!r}")
-    if len(frac) > PRICE_DECIMALS:
-        raise ValueError(f"price has more than {PRICE_DECIMALS} decimals: {text!r}")
+    if len(whole) > MAX_WHOLE_DIGITS or len(frac) > PRICE_DECIMALS:
+        raise ValueError(f"price out of range or too precise: {text!r}")
     return int(whole) * PRICE_SCALE + int(frac.ljust(PRICE_DECIMALS, "0") or 0)
 
 
