@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import fcntl
 import hashlib
@@ -410,7 +411,9 @@ def _kafka_ready(cfg: StackConfig) -> bool:
     level = aiokafka_log.level
     aiokafka_log.setLevel(logging.CRITICAL)  # connection errors while booting are expected
     try:
-        return asyncio.run(_kafka_answers(cfg.kafka_bootstrap))
+        # A worker thread gets its own event loop, so up() also works when called from async code.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            return pool.submit(asyncio.run, _kafka_answers(cfg.kafka_bootstrap)).result()
     finally:
         aiokafka_log.setLevel(level)
 
