@@ -1,0 +1,1 @@
+"""Shared test machinery: the real local stack, a worker subprocess, Kafka helpers."""

@@ -1,0 +1,50 @@
+"""The foundation works end to end: a worker reacts to a raw record, NATS round-trips."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from app import codec
+from app.stack import StackConfig
+from tests.support.kafka import produce
+from tests.support.worker import Worker
+
+pytestmark = pytest.mark.integration
+
+
+async def test_worker_consumes_a_raw_record(clean_kafka: StackConfig, tmp_path: Path, app_id: str):
+    with Worker(clean_kafka, tmp_path, app_id) as worker:
+        health = worker.health()
+        assert health["service_name"] == "data-ingestion"
+        assert health["status"] == "healthy"
+        record = codec.RawRecord(source="ic_markets", format="oanda_v20", payload=b"{}")
+        await produce(
+            clean_kafka.kafka_bootstrap,
+            "raw.broker.ticks",
+            [(b"EURUSD", codec.encode_raw_batch([record]))],
+        )
+        deadline = time.monotonic() + 30
+        counts: dict[str, int] = {}
+        while time.monotonic() < deadline and counts.get("EURUSD") != 1:
+            await asyncio.sleep(0.5)
+            counts = worker.get_json("/tables/raw-counts")
+        assert counts == {"EURUSD": 1}
+
+
+async def test_nats_publish_subscribe_round_trip(stack: StackConfig):
+    nc = await nats.connect(stack.nats_url)
+    try:
+        sub = await nc.subscribe("market.test.ticks")
+        await nc.publish("market.test.ticks", b"\x08\x01")
+        msg = await sub.next_msg(timeout=5)
+        assert msg.data == b"\x08\x01"
+        js = nc.jetstream()
+        info = await js.account_info()
+        assert info is not None
+    finally:
+        await nc.drain()
