@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs everything and runs the service on the local stack: Kafka + NATS (app.stack),
+# the OANDA-compatible price simulator, and `faust -A app worker`. Ctrl-C stops it all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install.sh
+PY=.venv/bin/python
+mkdir -p .run
+
+cleanup() {
+    trap - EXIT INT TERM
+    [ -n "${SIM_PID:-}" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
+    [ -n "${WORKER_PID:-}" ] && kill "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null
+    "$PY" -m app.stack down
+}
+trap cleanup EXIT INT TERM
+
+"$PY" -m app.stack up
+if "$PY" -c "import app.sources.simulator" 2>/dev/null; then
+    "$PY" -m app.sources.simulator --port 8090 > .run/simulator.log 2>&1 &
+    SIM_PID=$!
+    # the simulator accepts any token; real accounts read theirs from these variables
+    export OANDA_TOKEN_IC_MARKETS=${OANDA_TOKEN_IC_MARKETS:-sim} \
+        OANDA_TOKEN_PEPPERSTONE=${OANDA_TOKEN_PEPPERSTONE:-sim} OANDA_TOKEN_FXCM=${OANDA_TOKEN_FXCM:-sim}
+fi
+echo "run-local: worker starting; health at http://127.0.0.1:6066/health"
+.venv/bin/faust -A app worker -l info &
+WORKER_PID=$!
+wait "$WORKER_PID"
