@@ -54,7 +54,7 @@ def test_environment_overrides_yaml() -> None:
 
 
 def test_bad_override_names_the_field() -> None:
-    with pytest.raises(ConfigError, match="kafka.partitions"):
+    with pytest.raises(ConfigError, match=r"kafka\.partitions"):
         load_settings(DEFAULT_CONFIG, environ={"INGEST__KAFKA__PARTITIONS": "-4"})
 
 
