@@ -26,7 +26,7 @@ def create_app(cfg: Settings) -> faust.App:
         broker=f"kafka://{cfg.kafka.bootstrap_servers}",
         store=cfg.service.store,
         datadir=str(cfg.service.data_dir),
-        autodiscover=["app.tables", "app.agents", "app.sources", "app.web"],
+        autodiscover=["app.tables", "app.agents", "app.sources", "app.web", "app.commands"],
         origin="app",
         topic_partitions=cfg.kafka.partitions,
         topic_replication_factor=cfg.kafka.replication_factor,
