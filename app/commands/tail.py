@@ -59,7 +59,9 @@ def format_message(topic: str, value: bytes, as_json: bool) -> list[str]:
     if topic == MARKET_DATA_STREAM:
         stream = codec.decode_market_data(value)
         if as_json:
-            return [json.dumps({"source": stream.source, **_tick_dict(t)}) for t in stream.ticks]
+            return [
+                json.dumps({"stream_source": stream.source, **_tick_dict(t)}) for t in stream.ticks
+            ]
         return [f"[{stream.source}] {_tick_line(t)}" for t in stream.ticks]
     if topic == MARKET_CONTEXT_STREAM:
         ctx = codec.MarketContext()
