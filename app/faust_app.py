@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import faust
+from faust.sensors.prometheus import setup_prometheus_sensors
 
 from app.settings import ConfigError, Settings, get_settings
 
@@ -41,3 +42,5 @@ def create_app(cfg: Settings) -> faust.App:
 
 
 app = create_app(settings)
+# faust's own sensors (events, commits, send latency ...) plus app/metrics.py at /metrics
+setup_prometheus_sensors(app, name_prefix="faust")

@@ -132,6 +132,17 @@ class CollectorSettings(Section):
     params: dict[str, Any] = {}
 
 
+class HubSettings(Section):
+    """Central Hub service registry; off unless `url` is set."""
+
+    url: str | None = None
+    advertise_host: str = "data-ingestion"
+    advertise_port: int | None = Field(None, gt=0, lt=65536)  # default: service.web_port
+    protocol: str = "nats+kafka"
+    reregister_interval_s: float = Field(30.0, gt=0)
+    timeout_s: float = Field(5.0, gt=0)
+
+
 class Settings(Section):
     service: ServiceSettings = ServiceSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -141,6 +152,7 @@ class Settings(Section):
     validation: ValidationSettings = ValidationSettings()
     best_price: BestPriceSettings = BestPriceSettings()
     collectors: dict[str, CollectorSettings] = {}
+    hub: HubSettings = HubSettings()
 
 
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
