@@ -11,7 +11,7 @@ import pytest
 
 from app import codec
 from app.stack import StackConfig
-from tests.support.kafka import produce
+from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -48,3 +48,11 @@ async def test_nats_publish_subscribe_round_trip(stack: StackConfig):
         assert info is not None
     finally:
         await nc.drain()
+
+
+async def test_read_topic_sees_every_partition(clean_kafka: StackConfig) -> None:
+    await create_topics(clean_kafka.kafka_bootstrap, ["support.check"], partitions=3)
+    items = [(b"k%d" % i, b"v%d" % i) for i in range(6)]
+    await produce(clean_kafka.kafka_bootstrap, "support.check", items)
+    records = await read_topic(clean_kafka.kafka_bootstrap, "support.check", expect=6, idle=0.5)
+    assert sorted(r.value for r in records) == [v for _, v in items]

@@ -55,6 +55,22 @@ async def produce(bootstrap: str, topic: str, items: Iterable[tuple[bytes | None
     return count
 
 
+async def partitions_of(bootstrap: str, topic: str, timeout: float = 30.0) -> list[int]:
+    """Partition ids of a topic, from the cluster metadata (waits for it to exist)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            (meta,) = await admin.describe_topics([topic])
+            parts = sorted(p["partition"] for p in meta["partitions"])
+            if parts or time.monotonic() >= deadline:
+                return parts
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
 async def read_topic(
     bootstrap: str, topic: str, expect: int | None = None, timeout: float = 30.0, idle: float = 2.0
 ) -> list[ConsumerRecord]:
@@ -63,21 +79,16 @@ async def read_topic(
     With `expect`, waits up to `timeout` for that many and then keeps reading for
     `idle` seconds more, so that a surplus (duplicates) is seen too.
     """
+    parts = await partitions_of(bootstrap, topic, timeout)
+    records: list[ConsumerRecord] = []
+    if not parts:
+        return records
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
-    records: list[ConsumerRecord] = []
     try:
         deadline = time.monotonic() + timeout
-        parts: set[int] | None = None
-        while parts is None and time.monotonic() < deadline:
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                await consumer.topics()  # refresh metadata
-                await asyncio.sleep(0.2)
-        if not parts:
-            return records
         consumer.assign([TopicPartition(topic, p) for p in sorted(parts)])
         await consumer.seek_to_beginning()
         last_new = time.monotonic()
