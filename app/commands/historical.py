@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import argument, option
 
 from app import codec
@@ -162,6 +163,23 @@ def _live_tick(record: codec.RawRecord) -> Tick | None:
     return None
 
 
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """Partition ids of a topic ([] if it does not exist).
+
+    Asked of the admin client: a consumer without a subscription has no metadata for
+    the topic (aiokafka 0.14 `consumer.topics()` does not fill `partitions_for_topic`).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"]:
+        return []
+    return sorted(p["partition"] for p in described["partitions"])
+
+
 async def read_live_ticks(
     bootstrap: str, topic: str, symbol: str, start_ns: int, end_ns: int
 ) -> list[Tick]:
@@ -171,20 +189,17 @@ async def read_live_ticks(
     clock is the receive time, a little after the event time) and reads up to the end
     offsets seen at the start, so the check terminates on a live topic.
     """
+    partitions = await topic_partitions(bootstrap, topic)
+    ticks: list[Tick] = []
+    if not partitions:
+        return ticks
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
-    ticks: list[Tick] = []
     key = symbol.encode()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        if not tps:
-            return ticks
+        tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         ends = await consumer.end_offsets(tps)
         since_ms = start_ns // NS_PER_MS - 60_000
