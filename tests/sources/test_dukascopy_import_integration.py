@@ -7,6 +7,7 @@ partial run are checkpointed, so the full run imports only the rest).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +22,7 @@ from app import codec
 from app.commands.historical import topic_partitions
 from app.sources.dukascopy import encode_bi5, hour_path
 from app.stack import StackConfig
+from tests.support.kafka import create_topics, produce
 
 pytestmark = pytest.mark.integration
 
@@ -157,3 +159,54 @@ async def test_import_rerun_and_resume_without_duplicates(
     assert sorted(got) == sorted(expected_ticks())
     # in time order per symbol (one key -> one partition, hours sent in sequence)
     assert got == sorted(got)
+
+
+async def test_reference_check_against_broker_ticks_in_kafka(
+    clean_kafka: StackConfig, tmp_path: Path
+) -> None:
+    tree, data_dir = tmp_path / "tree", tmp_path / "data"
+    write_tree(tree, corrupt_last=False)
+    start = int(hour(0).timestamp()) * 1_000_000_000
+    # reference at hour 0: ms 0 -> ask 109000/bid 108990 points, mid 1.08995
+    live = []
+    for source, offset_points in (("ic_markets", 2), ("fxcm", -5)):
+        batch = codec.RawBatch()
+        record = batch.records.add(source=source, format="oanda_v20")
+        record.tick.CopyFrom(
+            codec.MarketTick(
+                symbol="EURUSD",
+                source=source,
+                bid_e9=(108_990 + offset_points) * 10_000,
+                ask_e9=(109_000 + offset_points) * 10_000,
+                event_time_ns=start + 500_000_000,  # 0.5 s: the reference at 0 ms applies
+            )
+        )
+        live.append((b"EURUSD", batch.SerializeToString()))
+    await create_topics(clean_kafka.kafka_bootstrap, ["raw.broker.ticks"], partitions=4)
+    await produce(clean_kafka.kafka_bootstrap, "raw.broker.ticks", live)
+
+    env = {
+        **os.environ,
+        "INGEST__KAFKA__BOOTSTRAP_SERVERS": clean_kafka.kafka_bootstrap,
+        "INGEST__SERVICE__DATA_DIR": str(data_dir),
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "app",
+        "reference-check",
+        "EURUSD",
+        "--from",
+        "2024-01-02T00",
+        "--to",
+        "2024-01-02T01",
+        "--source-dir",
+        str(tree),
+    ]
+    done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "| ic_markets | 1 | 0 | 0.200 |" in done.stdout
+    result = json.loads((data_dir / "dukascopy" / "reference" / "EURUSD.json").read_text())
+    assert result["reference_ticks"] == 180 and result["live_ticks"] == 2
+    assert result["brokers"]["fxcm"]["mean_pips"] == pytest.approx(-0.5)
+    assert result["brokers"]["ic_markets"]["max_abs_pips"] == pytest.approx(0.2)
