@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.error
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from app.commands.historical import topic_partitions
 from app.sources.dukascopy import encode_bi5, hour_path
 from app.stack import StackConfig
 from tests.support.kafka import create_topics, produce
+from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
 
@@ -162,7 +164,7 @@ async def test_import_rerun_and_resume_without_duplicates(
 
 
 async def test_reference_check_against_broker_ticks_in_kafka(
-    clean_kafka: StackConfig, tmp_path: Path
+    clean_kafka: StackConfig, tmp_path: Path, app_id: str
 ) -> None:
     tree, data_dir = tmp_path / "tree", tmp_path / "data"
     write_tree(tree, corrupt_last=False)
@@ -210,3 +212,11 @@ async def test_reference_check_against_broker_ticks_in_kafka(
     assert result["reference_ticks"] == 180 and result["live_ticks"] == 2
     assert result["brokers"]["fxcm"]["mean_pips"] == pytest.approx(-0.5)
     assert result["brokers"]["ic_markets"]["max_abs_pips"] == pytest.approx(0.2)
+
+    # the worker's web view serves the latest result; an unchecked symbol is a 404
+    with Worker(clean_kafka, data_dir, app_id) as worker:
+        served = worker.get_json("/reference/EURUSD/")
+        assert served == result
+        with pytest.raises(urllib.error.HTTPError) as missing:
+            worker.get_json("/reference/GBPUSD/")
+        assert missing.value.code == 404
