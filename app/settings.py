@@ -143,6 +143,22 @@ class HubSettings(Section):
     timeout_s: float = Field(5.0, gt=0)
 
 
+class HistoricalSettings(Section):
+    """Dukascopy import and reference checks; relative dirs default under service.data_dir."""
+
+    base_url: str = "https://datafeed.dukascopy.com/datafeed"
+    source_dir: Path | None = None
+    cache_dir: Path | None = None
+    checkpoint_dir: Path | None = None
+    results_dir: Path | None = None
+    concurrency: int = Field(4, gt=0)
+    retries: int = Field(3, ge=0)
+    backoff_s: float = Field(0.5, ge=0)
+    timeout_s: float = Field(30.0, gt=0)
+    batch_ticks: int = Field(1000, gt=0, le=5000)
+    reference_max_age_ms: float = Field(60_000.0, gt=0)
+
+
 class Settings(Section):
     service: ServiceSettings = ServiceSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -153,6 +169,7 @@ class Settings(Section):
     best_price: BestPriceSettings = BestPriceSettings()
     collectors: dict[str, CollectorSettings] = {}
     hub: HubSettings = HubSettings()
+    historical: HistoricalSettings = HistoricalSettings()
 
 
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
