@@ -95,6 +95,15 @@ def encode_market_data(best: Iterable[BestPrice]) -> bytes:
     return stream.SerializeToString()
 
 
+def encode_source_ticks(source: str, ticks: Iterable[Tick]) -> bytes:
+    """A MarketDataStream of one source's validated ticks (history: no best-price fields)."""
+    stream = MarketDataStream(source=source)
+    for tick in ticks:
+        fill_tick(stream.ticks.add(), tick)
+        stream.batch_time_ns = tick.event_time_ns
+    return stream.SerializeToString()
+
+
 def decode_market_data(data: bytes) -> MarketDataStream:
     stream = MarketDataStream()
     stream.ParseFromString(data)

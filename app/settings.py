@@ -121,6 +121,32 @@ class BestPriceSettings(Section):
     max_age_ms: float = Field(3000.0, gt=0)
 
 
+class QualityWeights(Section):
+    """Weights of the composite broker score; only their ratios matter."""
+
+    latency: float = Field(0.25, ge=0)
+    spread: float = Field(0.25, ge=0)
+    uptime: float = Field(0.2, ge=0)
+    completeness: float = Field(0.2, ge=0)
+    rejects: float = Field(0.1, ge=0)
+
+
+class QualitySettings(Section):
+    """Broker quality: how latency and gaps are measured and how the score is weighted.
+
+    A gap is an interval between two accepted ticks longer than gap_factor times the
+    expected interval (OANDA conflates to 250 ms); the ticks "missing" in a gap count
+    against completeness. latency_ref_ms / spread_ref_pips are the values that score 0.5.
+    """
+
+    latency_ewma_alpha: float = Field(0.05, gt=0, le=1)
+    expected_interval_ms: float = Field(250.0, gt=0)
+    gap_factor: float = Field(4.0, ge=1)
+    latency_ref_ms: float = Field(100.0, gt=0)
+    spread_ref_pips: float = Field(1.0, gt=0)
+    weights: QualityWeights = QualityWeights()
+
+
 class CollectorSettings(Section):
     """One external-data collector; provider-specific knobs go under `params`."""
 
@@ -167,6 +193,7 @@ class Settings(Section):
     instruments: dict[str, InstrumentSettings] = {}
     validation: ValidationSettings = ValidationSettings()
     best_price: BestPriceSettings = BestPriceSettings()
+    quality: QualitySettings = QualitySettings()
     collectors: dict[str, CollectorSettings] = {}
     hub: HubSettings = HubSettings()
     historical: HistoricalSettings = HistoricalSettings()

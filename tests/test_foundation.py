@@ -22,18 +22,29 @@ async def test_worker_consumes_a_raw_record(clean_kafka: StackConfig, tmp_path: 
         health = worker.health()
         assert health["service_name"] == "data-ingestion"
         assert health["status"] == "healthy"
-        record = codec.RawRecord(source="ic_markets", format="oanda_v20", payload=b"{}")
+        line = (
+            b'{"type":"PRICE","time":"2026-11-30T09:00:00.000000000Z","instrument":"EUR_USD",'
+            b'"tradeable":true,"bids":[{"price":"1.10000","liquidity":1000000}],'
+            b'"asks":[{"price":"1.10010","liquidity":1000000}]}'
+        )
+        record = codec.RawRecord(
+            source="ic_markets",
+            format="oanda_v20",
+            payload=line,
+            receive_time_ns=1_796_029_200_005_000_000,
+        )
         await produce(
             clean_kafka.kafka_bootstrap,
             "raw.broker.ticks",
             [(b"EURUSD", codec.encode_raw_batch([record]))],
         )
         deadline = time.monotonic() + 30
-        counts: dict[str, int] = {}
-        while time.monotonic() < deadline and counts.get("EURUSD") != 1:
+        last: dict[str, dict] = {}
+        while time.monotonic() < deadline and "EURUSD" not in last:
             await asyncio.sleep(0.5)
-            counts = worker.get_json("/tables/raw-counts")
-        assert counts == {"EURUSD": 1}
+            last = worker.get_json("/tables/last-price")
+        assert last["EURUSD"]["ic_markets"]["bid"] == "1.1"
+        assert last["EURUSD"]["ic_markets"]["ask"] == "1.1001"
 
 
 async def test_nats_publish_subscribe_round_trip(stack: StackConfig):
