@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from app import codec
 from app.agents.processing import SymbolState, TickProcessor
 from app.settings import load_settings
@@ -120,18 +118,17 @@ def test_history_passes_every_accepted_tick_per_source():
     assert result.emitted == [] and state.quality == {}
 
 
-def test_batch_of_thousand_ticks_is_fast_enough():
-    """Guards the hot loop's cost (a later benchmark measures the whole pipeline)."""
+def test_batch_of_thousand_ticks_from_three_brokers_round_trips_through_the_codec():
+    """A large mixed batch goes through in one call (speed is measured in bench/, not here)."""
     brokers = ["ic_markets", "pepperstone", "fxcm"]
     records = [
         rec(brokers[i % 3], 1_100_000_000 + (i % 7) * 10_000, 1_100_100_000 + (i % 5) * 10_000, i)
         for i in range(1000)
     ]
     data = codec.encode_raw_batch(records)
-    started = time.perf_counter()
     batch = list(codec.decode_raw_batch(data).records)
     result = run(batch, SymbolState())
-    codec.encode_market_data(result.emitted)
-    elapsed = time.perf_counter() - started
-    assert result.accepted == 1000
-    assert elapsed < 0.1, f"{elapsed * 1000:.1f} ms per 1000 ticks"
+    stream = codec.decode_market_data(codec.encode_market_data(result.emitted))
+    assert result.accepted == 1000 and not result.rejected
+    assert len(stream.ticks) == len(result.emitted) > 0
+    assert stream.batch_time_ns == result.emitted[-1].tick.event_time_ns
