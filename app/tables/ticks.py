@@ -21,7 +21,9 @@ the raw topic's key, which `table_route` relies on. Values are plain JSON lists/
 - best-price          symbol -> [source, bid, ask, best_bid, best_bid_source, best_ask,
                       best_ask_source] last emitted choice (emit only on change).
 - quality             symbol -> {broker: stats list, see app.quality}.
-- reject-counts       symbol -> {reason: count}.
+- reject-counts       symbol -> {reason: count} (live brokers).
+- historical-reject-counts  the same for raw.historical.ticks (each agent owns its keys,
+                      so the two agents never interleave a read-modify-write).
 - applied-offsets     "<topic>/<partition>" -> offset of the last raw message whose
                       effects are in the tables (skips re-delivered messages after a crash).
 """
@@ -50,4 +52,7 @@ broker_clock = _table("broker-clock", "topic/partition/source -> newest accepted
 best_price = _table("best-price", "symbol -> last emitted best-price choice")
 quality = _table("quality", "symbol -> {broker: quality counters}")
 reject_counts = _table("reject-counts", "symbol -> {reason: count}")
+historical_reject_counts = _table(
+    "historical-reject-counts", "symbol -> {reason: count} of historical ticks"
+)
 applied_offsets = _table("applied-offsets", "topic/partition -> last applied raw offset")

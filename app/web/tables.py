@@ -26,7 +26,14 @@ from app.faust_app import app, settings
 from app.models import NS_PER_MS, format_price
 from app.quality import S_ACCEPTED, S_LAST_NS, S_MISSING, compare_brokers, metrics
 from app.runtime import health
-from app.tables.ticks import best_price, historical_price, last_price, quality, reject_counts
+from app.tables.ticks import (
+    best_price,
+    historical_price,
+    historical_reject_counts,
+    last_price,
+    quality,
+    reject_counts,
+)
 
 
 def _quote_json(q: list) -> dict[str, Any]:
@@ -100,12 +107,21 @@ class QualityView(View):
 @app.page("/tables/rejects")
 class RejectsView(View):
     async def get(self, request: Request) -> Response:
-        by_symbol = {s.decode(): dict(sorted(v.items())) for s, v in sorted(reject_counts.items())}
-        by_reason: dict[str, int] = {}
-        for counts in by_symbol.values():
-            for reason, n in counts.items():
-                by_reason[reason] = by_reason.get(reason, 0) + n
-        return self.json({"by_reason": dict(sorted(by_reason.items())), "by_symbol": by_symbol})
+        return self.json(
+            {
+                "live": _reject_summary(reject_counts),
+                "historical": _reject_summary(historical_reject_counts),
+            }
+        )
+
+
+def _reject_summary(table: Any) -> dict[str, Any]:
+    by_symbol = {s.decode(): dict(sorted(v.items())) for s, v in sorted(table.items())}
+    by_reason: dict[str, int] = {}
+    for counts in by_symbol.values():
+        for reason, n in counts.items():
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    return {"by_reason": dict(sorted(by_reason.items())), "by_symbol": by_symbol}
 
 
 @app.page("/brokers/compare/{symbol}")

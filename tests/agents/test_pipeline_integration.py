@@ -206,12 +206,12 @@ async def test_two_brokers_exact_outputs_rejects_and_restart(
         before = await wait_for(
             lambda: (
                 tables(worker)
-                if worker.get_json("/tables/rejects")["by_reason"].get("unknown_instrument")
+                if worker.get_json("/tables/rejects")["live"]["by_reason"].get("unknown_instrument")
                 else None
             )
         )
         assert before["best-price"]["EURUSD"]["source"] == IC
-        assert before["rejects"]["by_reason"] == {
+        assert before["rejects"]["live"]["by_reason"] == {
             "crossed_quote": 1,
             "duplicate": 1,
             "malformed_batch": 1,
@@ -242,7 +242,11 @@ async def test_two_brokers_exact_outputs_rejects_and_restart(
         assert len(rejects) == len(EXPECTED_REJECTS) + 1
         assert last_eurusd_reasons(rejects) == ["duplicate"]
         after_dup = await wait_for(
-            lambda: t if (t := tables(worker))["rejects"]["by_reason"]["duplicate"] == 2 else None
+            lambda: (
+                t
+                if (t := tables(worker))["rejects"]["live"]["by_reason"]["duplicate"] == 2
+                else None
+            )
         )
         assert after_dup
 
