@@ -16,6 +16,7 @@ from app.sources.collectors.observation import Observation, datetime_to_ns, to_f
 
 PROVIDER = "ecb"
 EUROFXREF_NS = "{http://www.ecb.int/vocabulary/2002-08-01/eurofxref}"
+ENVELOPE = "{http://www.gesmes.org/xml/2002-08-01}Envelope"
 
 
 def parse_ecb(body: bytes, series: str) -> list[Observation]:
@@ -24,6 +25,10 @@ def parse_ecb(body: bytes, series: str) -> list[Observation]:
         root = ElementTree.fromstring(body)
     except ElementTree.ParseError as exc:
         raise ParseError("malformed_xml", f"not XML: {exc}") from None
+    if root.tag != ENVELOPE:
+        raise ParseError(
+            "unexpected_document", f"root element is {root.tag!r}, not gesmes:Envelope"
+        )
     day_cube = next((c for c in root.iter(f"{EUROFXREF_NS}Cube") if "time" in c.attrib), None)
     if day_cube is None:
         raise ParseError("missing_field", "no <Cube time=...> in the envelope")
