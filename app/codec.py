@@ -137,6 +137,37 @@ def decode_rejection(data: bytes) -> Rejection:
     return rejection
 
 
+def encode_market_context(
+    *,
+    provider: str,
+    series: str,
+    value: float,
+    unit: str,
+    observation_time_ns: int,
+    category: str,
+    attributes: dict[str, str],
+    receive_time_ns: int,
+) -> bytes:
+    """One MarketContext; deterministic map order so a replay gives identical bytes."""
+    msg = MarketContext(
+        provider=provider,
+        series=series,
+        value=value,
+        unit=unit,
+        observation_time_ns=observation_time_ns,
+        category=category,
+        receive_time_ns=receive_time_ns,
+    )
+    msg.attributes.update(attributes)
+    return msg.SerializeToString(deterministic=True)
+
+
+def decode_market_context(data: bytes) -> MarketContext:
+    msg = MarketContext()
+    msg.ParseFromString(data)
+    return msg
+
+
 def generate(out_dir: Path = GENERATED_DIR) -> None:
     """Regenerate the Python module from proto/ with the pinned grpcio-tools protoc."""
     cmd = [

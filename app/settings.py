@@ -156,6 +156,9 @@ class CollectorSettings(Section):
     timeout_s: float = Field(10.0, gt=0)
     api_key_env: str | None = None
     params: dict[str, Any] = {}
+    # After a failed poll: initial * 2**(failures-1), capped; Retry-After wins when longer.
+    backoff_initial_s: float = Field(1.0, gt=0)
+    backoff_max_s: float = Field(300.0, gt=0)
 
 
 class HubSettings(Section):

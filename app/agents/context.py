@@ -1,0 +1,65 @@
+"""Raw provider answers -> `market-context-stream`, emitting only what changed.
+
+Parsing happens here, not in the collector, so replaying `raw.external.data` reproduces
+the context stream (receive time comes from the raw record, never the wall clock). An
+answer that cannot be read goes to `market-data-rejects` with stage "context".
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from app import codec
+from app.errors import ParseError
+from app.faust_app import app
+from app.sources.collectors.observation import Observation
+from app.sources.collectors.registry import observations_from_record
+from app.tables.context import last_context
+from app.topics import market_context_stream, market_data_rejects, raw_external_data
+
+
+def encode_observation(obs: Observation, receive_time_ns: int) -> bytes:
+    return codec.encode_market_context(
+        provider=obs.provider,
+        series=obs.series,
+        value=obs.value,
+        unit=obs.unit,
+        observation_time_ns=obs.observation_time_ns,
+        category=obs.category,
+        attributes=dict(obs.attributes),
+        receive_time_ns=receive_time_ns,
+    )
+
+
+@app.agent(raw_external_data)
+async def normalise_context(stream):  # type: ignore[no-untyped-def]
+    async for event in stream.events():
+        raw_key = event.key or b""
+        where = event.message
+        lineage = (where.topic, where.partition, where.offset)
+        try:
+            batch = codec.decode_raw_batch(event.value)
+        except DecodeError as exc:
+            record = codec.RawRecord(payload=event.value or b"")
+            rejection = codec.encode_rejection(
+                ["malformed_batch"], str(exc), record, "context", *lineage
+            )
+            await market_data_rejects.send(key=raw_key, value=rejection)
+            continue
+        for index, record in enumerate(batch.records):
+            try:
+                observations = observations_from_record(record, raw_key.decode(errors="replace"))
+            except ParseError as exc:
+                rejection = codec.encode_rejection(
+                    [exc.reason], exc.detail, record, "context", *lineage, index=index
+                )
+                await market_data_rejects.send(key=raw_key, value=rejection)
+                continue
+            for obs in observations:
+                fingerprint = obs.fingerprint()
+                if last_context.get(obs.key) == fingerprint:
+                    continue
+                # Send before remembering: a crash in between repeats a value, never loses one.
+                value = encode_observation(obs, record.receive_time_ns)
+                await market_context_stream.send(key=obs.key.encode(), value=value)
+                last_context[obs.key] = fingerprint
