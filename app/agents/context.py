@@ -7,15 +7,20 @@ answer that cannot be read goes to `market-data-rejects` with stage "context".
 
 from __future__ import annotations
 
+import logging
+
 from google.protobuf.message import DecodeError
 
 from app import codec
 from app.errors import ParseError
 from app.faust_app import app
+from app.metrics import CONTEXT_OUT
 from app.sources.collectors.observation import Observation
 from app.sources.collectors.registry import observations_from_record
 from app.tables.context import last_context
 from app.topics import market_context_stream, market_data_rejects, raw_external_data
+
+log = logging.getLogger(__name__)
 
 
 def encode_observation(obs: Observation, receive_time_ns: int) -> bytes:
@@ -55,11 +60,21 @@ async def normalise_context(stream):  # type: ignore[no-untyped-def]
                 )
                 await market_data_rejects.send(key=raw_key, value=rejection)
                 continue
+            except Exception as exc:  # a parser bug must not stop the stream: record it
+                log.exception("internal error on %s record %d", raw_key, index)
+                rejection = codec.encode_rejection(
+                    ["internal_error"], repr(exc)[:500], record, "context", *lineage, index=index
+                )
+                await market_data_rejects.send(key=raw_key, value=rejection)
+                continue
             for obs in observations:
                 fingerprint = obs.fingerprint()
                 if last_context.get(obs.key) == fingerprint:
                     continue
-                # Send before remembering: a crash in between repeats a value, never loses one.
+                # Acknowledged before remembered: a crash in between repeats a value, never
+                # loses one (context data is slow, so waiting for each ack costs nothing).
                 value = encode_observation(obs, record.receive_time_ns)
-                await market_context_stream.send(key=obs.key.encode(), value=value)
+                delivered = await market_context_stream.send(key=obs.key.encode(), value=value)
+                await delivered
+                CONTEXT_OUT.labels(obs.provider).inc()
                 last_context[obs.key] = fingerprint
