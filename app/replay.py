@@ -47,22 +47,21 @@ async def active_members(admin: AIOKafkaAdminClient, group: str) -> list[str]:
     return members
 
 
+async def partitions(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> list[TopicPartition]:
+    """The partitions of the topics that exist (from the cluster metadata)."""
+    found: list[TopicPartition] = []
+    for meta in await admin.describe_topics(list(topics)):
+        found.extend(TopicPartition(meta["topic"], p["partition"]) for p in meta["partitions"])
+    return sorted(found)
+
+
 async def target_offsets(
-    bootstrap: str, topics: Sequence[str], at: datetime | None
+    bootstrap: str, tps: Sequence[TopicPartition], at: datetime | None
 ) -> dict[TopicPartition, int]:
     """Earliest offsets, or the first offset at/after `at` (end of partition if none)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        tps: list[TopicPartition] = []
-        for topic in topics:
-            parts = consumer.partitions_for_topic(topic)
-            if parts is None:
-                await consumer.topics()
-                parts = consumer.partitions_for_topic(topic)
-            if not parts:
-                raise ReplayRefused(f"topic {topic!r} does not exist")
-            tps.extend(TopicPartition(topic, p) for p in sorted(parts))
         if at is None:
             return dict(await consumer.beginning_offsets(tps))
         found = await consumer.offsets_for_times({tp: int(at.timestamp() * 1000) for tp in tps})
@@ -112,7 +111,11 @@ async def replay(
                 f"consumer group {group!r} has {len(members)} running member(s) "
                 f"({', '.join(sorted(members))}): stop every worker first"
             )
-        plan = ReplayPlan(group, await target_offsets(bootstrap, topics, at))
+        tps = await partitions(admin, topics)
+        missing = set(topics) - {tp.topic for tp in tps}
+        if missing:
+            raise ReplayRefused(f"no such topic(s): {', '.join(sorted(missing))}")
+        plan = ReplayPlan(group, await target_offsets(bootstrap, tps, at))
         existing = set(await admin.list_topics())
         plan.deleted_topics = [t for t in changelog_topics if t in existing]
         if plan.deleted_topics:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime
 
 import click
@@ -56,7 +57,8 @@ async def replay(
             table_dir=None if keep_tables else app.conf.tabledir,
         )
     except replay_offsets.ReplayRefused as exc:
-        raise click.ClickException(f"replay refused: {exc}") from None
+        sys.stderr.write(f"replay refused: {exc}\n")
+        raise SystemExit(1) from None
     for tp, offset in sorted(plan.offsets.items()):
         self.say(f"{plan.group} {tp.topic}[{tp.partition}] -> offset {offset}")
     for topic in plan.deleted_topics:

@@ -83,6 +83,11 @@ class Worker:
         with urllib.request.urlopen(url, timeout=5) as resp:
             return json.loads(resp.read())
 
+    def get_text(self, path: str) -> str:
+        url = f"http://127.0.0.1:{self.web_port}{path}"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.read().decode()
+
     def health(self) -> dict[str, Any]:
         return self.get_json("/health")
 
