@@ -294,9 +294,9 @@ class Simulator:
             now_ns = time.time_ns()
             slots = 0
             if profile.paused:
-                next_due = now
+                next_due = now + 1.0 / profile.rate  # heartbeats only
             if next_due < now - 1.0:
-                next_due = now  # after a pause or rate change: no burst of old slots
+                next_due = now  # after a stall or rate change: no burst of old slots
             while next_due <= now and slots < 2000:
                 for instrument in instruments:
                     if profile.drop_after and lines_on_connection >= profile.drop_after:
@@ -333,12 +333,15 @@ class Simulator:
 
 
 def _parse_profile_arg(text: str) -> tuple[str, dict[str, Any]]:
-    """`NAME:key=value,key=value` with YAML-like scalars (numbers, true/false)."""
+    """`NAME:key=value,...`; values are JSON scalars (3, 0.5, true) or plain strings."""
     name, _, settings = text.partition(":")
     values: dict[str, Any] = {}
     for item in filter(None, settings.split(",")):
         key, _, raw = item.partition("=")
-        values[key.strip()] = json.loads(raw) if raw[:1] in '-0123456789tfn[{"' else raw
+        try:
+            values[key.strip()] = json.loads(raw)
+        except ValueError:
+            values[key.strip()] = raw  # a plain string, e.g. a token
     return name, values
 
 
