@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka.structs import ConsumerRecord
 
 from app import codec
 from app.stack import StackConfig
+from tests.support.kafka import read_topic
 from tests.support.worker import REPO, Worker, free_port
 
 pytestmark = pytest.mark.integration
@@ -90,32 +89,6 @@ def broker_env(sim: SimulatorProcess, **knobs: str) -> dict[str, str]:
     return env
 
 
-async def read_messages(
-    bootstrap: str, topic: str, expect: int, timeout: float = 30.0
-) -> list[ConsumerRecord]:
-    """Every message of `topic` from the start: until `expect` are read plus 1 s for extras.
-
-    (tests.support.kafka.read_topic waits on `partitions_for_topic`, which aiokafka fills
-    only for subscribed topics; subscribing without a group reads all partitions.)
-    """
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
-    )
-    await consumer.start()
-    messages: list[ConsumerRecord] = []
-    try:
-        deadline = time.monotonic() + timeout
-        extra_until = None
-        while time.monotonic() < (extra_until or deadline):
-            batch = await consumer.getmany(timeout_ms=200)
-            messages.extend(m for ms in batch.values() for m in ms)
-            if extra_until is None and len(messages) >= expect:
-                extra_until = time.monotonic() + 1.0
-    finally:
-        await consumer.stop()
-    return messages
-
-
 async def wait_for(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
@@ -163,8 +136,10 @@ async def test_every_price_line_sent_is_in_kafka_or_rejects(
 
     raw_messages = writer["messages_sent"] - writer["rejects_sent"]
     bootstrap = clean_kafka.kafka_bootstrap
-    raw = await read_messages(bootstrap, "raw.broker.ticks", raw_messages)
-    rejects = await read_messages(bootstrap, "market-data-rejects", writer["rejects_sent"])
+    raw = await read_topic(bootstrap, "raw.broker.ticks", expect=raw_messages, idle=1)
+    rejects = await read_topic(
+        bootstrap, "market-data-rejects", expect=writer["rejects_sent"], idle=1
+    )
     assert len(raw) == raw_messages
     records = Counter()
     for message in raw:
