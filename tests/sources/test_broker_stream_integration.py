@@ -82,6 +82,7 @@ def broker_env(sim: SimulatorProcess, **knobs: str) -> dict[str, str]:
     env = {}
     for name in BROKERS:
         prefix = f"INGEST__BROKERS__{name.upper()}__"
+        env[prefix + "ENABLED"] = "true"  # tests disable brokers by default (conftest)
         env[prefix + "STREAM_URL"] = f"{sim.url}/{name}"
         env[f"OANDA_TOKEN_{name.upper()}"] = f"token-of-{name}"
         for knob, value in knobs.items():
