@@ -80,6 +80,7 @@ class BrokerSettings(Section):
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
     auth_backoff_s: float = Field(60.0, gt=0)
+    connect_timeout_s: float = Field(10.0, gt=0)
 
     @field_validator("symbols")
     @classmethod

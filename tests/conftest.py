@@ -47,3 +47,16 @@ async def clean_kafka(stack: StackConfig) -> StackConfig:
 def app_id() -> str:
     """A fresh consumer group / table namespace per test."""
     return f"test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def brokers_disabled_by_default() -> Iterator[None]:
+    """Workers started by tests do not connect to the configured brokers unless a test
+    enables them (INGEST__BROKERS__<NAME>__ENABLED=true in the Worker env): without a
+    simulator and tokens they would only report no_token and make /health "degraded"."""
+    from app.settings import load_settings
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name in load_settings().brokers:
+            patch.setenv(f"INGEST__BROKERS__{name.upper()}__ENABLED", "false")
+        yield

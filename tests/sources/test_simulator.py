@@ -1,0 +1,46 @@
+"""The price simulator: precision, best bucket last, determinism, pause, control errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from app.models import format_price
+from app.sources.oanda import parse_oanda_line
+from app.sources.simulator import Profile, Quoter, Simulator
+
+
+def test_prices_have_the_instrument_precision_and_best_bucket_last() -> None:
+    quoter = Quoter("1", ["EUR_USD", "USD_JPY", "XAU_USD"], Profile(buckets=3))
+    for instrument, decimals in (("EUR_USD", 5), ("USD_JPY", 3), ("XAU_USD", 3)):
+        line = quoter.price_line(instrument, 1_750_000_000_000_000_000)
+        tick = parse_oanda_line(line, "sim", 0)
+        assert tick.ask - tick.bid > 0
+        assert len(format_price(tick.bid).split(".")[1]) <= decimals
+        assert b'"liquidity":500000}]' in line, "the best (smallest) bucket is listed last"
+
+
+def test_same_seed_same_prices() -> None:
+    lines = [
+        [Quoter(seed, ["EUR_USD"], Profile()).price_line("EUR_USD", 10**18) for _ in range(3)]
+        for seed in ("7:fxcm:1", "7:fxcm:1", "7:fxcm:2")
+    ]
+    assert lines[0] == lines[1] != lines[2]
+
+
+async def test_paused_sends_heartbeats_only_and_control_validates() -> None:
+    sim = Simulator(seed=1, defaults={"rate": 100.0, "heartbeat_s": 0.1})
+    async with TestClient(TestServer(sim.app())) as client:
+        bad = await client.post("/control/fxcm", json={"no_such_knob": 1})
+        assert bad.status == 400 and "no_such_knob" in (await bad.json())["errorMessage"]
+        ok = await client.post("/control/all", json={"paused": True})
+        assert ok.status == 200
+        resp = await client.get(
+            "/fxcm/v3/accounts/1/pricing/stream?instruments=EUR_USD",
+            headers={"Authorization": "Bearer t"},
+        )
+        await asyncio.sleep(0.35)
+        resp.close()
+        stats = (await (await client.get("/stats")).json())["profiles"]["fxcm"]
+    assert stats["price_lines"] == 0 and stats["heartbeats"] >= 2
