@@ -9,8 +9,9 @@ mkdir -p .run
 
 cleanup() {
     trap - EXIT INT TERM
-    [ -n "${SIM_PID:-}" ] && kill "$SIM_PID" 2>/dev/null && wait "$SIM_PID" 2>/dev/null
-    [ -n "${WORKER_PID:-}" ] && kill "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null
+    set +e  # a child's non-zero exit status must not abort the clean-up
+    for pid in ${WORKER_PID:-} ${SIM_PID:-}; do kill -TERM "$pid" 2>/dev/null; done
+    for pid in ${WORKER_PID:-} ${SIM_PID:-}; do wait "$pid" 2>/dev/null; done
     "$PY" -m app.stack down
 }
 trap cleanup EXIT INT TERM
