@@ -38,6 +38,7 @@ def create_app(cfg: Settings) -> faust.App:
         web_port=cfg.service.web_port,
         web_bind=cfg.service.web_host,
         version=1,
+        Topic="app.kafka_topic:VisibleTopic",
     )
 
 

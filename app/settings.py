@@ -50,7 +50,7 @@ class KafkaSettings(Section):
     partitions: int = Field(8, gt=0)
     replication_factor: int = Field(1, gt=0)
     producer_acks: Literal[0, 1, -1] = -1
-    producer_linger_ms: int = Field(1, ge=0)
+    producer_linger_ms: int = Field(0, ge=0)  # batches form anyway while a send is in flight
     commit_interval_s: float = Field(1.0, gt=0)
 
 
