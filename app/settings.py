@@ -63,6 +63,19 @@ class NatsSettings(Section):
     max_bytes: int = Field(1_073_741_824, gt=0)
     duplicate_window_s: float = Field(120.0, gt=0)
     max_in_flight: int = Field(2000, gt=0)
+    # A publish whose JetStream ack has not come back by then is sent again (same
+    # Nats-Msg-Id, so the stream drops it if the first copy did arrive).
+    ack_timeout_s: float = Field(5.0, gt=0)
+    reconnect_wait_s: float = Field(1.0, gt=0)
+    drain_timeout_s: float = Field(5.0, gt=0)
+
+    @field_validator("subject_prefix")
+    @classmethod
+    def _prefix_is_a_subject(cls, prefix: str) -> str:
+        tokens = prefix.split(".")
+        if any(not t or any(c in t for c in " \t\r\n*>") for t in tokens):
+            raise ValueError(f"must be dot-separated NATS tokens without wildcards, got {prefix!r}")
+        return prefix
 
 
 class BrokerSettings(Section):
