@@ -57,7 +57,7 @@ class NatsPublisher(Service):
         self.cfg = cfg
         self.nc: Client | None = None
         self.js: JetStreamContext | None = None
-        self.state = "connecting"
+        self.connection_state = "connecting"
         self.reconnects = 0
         self.ever_connected = False
         self.acked = 0
@@ -104,7 +104,7 @@ class NatsPublisher(Service):
                 log.warning("nats: drain failed: %r", exc)
         if self.nc is not None and not self.nc.is_closed:
             await self.nc.close()
-        self.state = "closed"
+        self.connection_state = "closed"
 
     async def submit(
         self, subject: str, payload: bytes, msg_id: str, on_acked: AckCallback
@@ -235,7 +235,7 @@ class NatsPublisher(Service):
                 await self._ensure_stream()
                 if not self._stream_ready:
                     await asyncio.sleep(self.cfg.reconnect_wait_s)
-        self.state = "connected"
+        self.connection_state = "connected"
         self.ever_connected = True
         self._connected.set()
 
@@ -272,14 +272,14 @@ class NatsPublisher(Service):
         log.warning("nats: %r", exc)
 
     async def _on_disconnected(self) -> None:
-        if self.state != "closed":
-            self.state = "disconnected"
+        if self.connection_state != "closed":
+            self.connection_state = "disconnected"
         self._connected.clear()
         log.warning("nats: disconnected, %d publishes in flight", len(self._pending))
 
     async def _on_reconnected(self) -> None:
         self.reconnects += 1
-        self.state = "connected"
+        self.connection_state = "connected"
         if self.js is not None or not self.jetstream:
             self._connected.set()
         log.info(
@@ -289,7 +289,7 @@ class NatsPublisher(Service):
         )
 
     async def _on_closed(self) -> None:
-        self.state = "closed"
+        self.connection_state = "closed"
         self._connected.clear()
         log.info("nats: connection closed")
 
@@ -298,7 +298,7 @@ class NatsPublisher(Service):
             "mode": self.cfg.mode,
             "url": self.cfg.url,
             "stream": self.cfg.stream_name if self.jetstream else None,
-            "state": self.state,
+            "state": self.connection_state,
             "reconnects": self.reconnects,
             "in_flight": self.in_flight,
             "acked": self.acked,

@@ -128,7 +128,7 @@ def _health_check() -> str | None:
         if time.monotonic() - health.started < CONNECT_GRACE_S:
             return None
         return f"not connected to NATS at {settings.nats.url} since start-up"
-    return f"NATS {publisher.state}, {publisher.in_flight} publishes waiting"
+    return f"NATS {publisher.connection_state}, {publisher.in_flight} publishes waiting"
 
 
 health.add_section("nats_bridge", _health_section)

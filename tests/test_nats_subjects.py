@@ -1,0 +1,98 @@
+"""Subject and Nats-Msg-Id derivation of the NATS bridge (pure, no NATS)."""
+
+from __future__ import annotations
+
+import pytest
+
+from app import codec
+from app.nats_subjects import (
+    WireFormatError,
+    context_subject,
+    market_data_subject,
+    message_id,
+    subject_token,
+    top_level_string,
+)
+
+
+def _market_data(source: str, ticks: int = 3) -> bytes:
+    stream = codec.MarketDataStream(source=source, batch_time_ns=1_700_000_000_000_000_000)
+    for i in range(ticks):
+        tick = stream.ticks.add(symbol="EURUSD", source="ic_markets", bid_e9=1_085_000_000 + i)
+        tick.lineage.topic = "raw.broker.ticks"
+        tick.lineage.offset = i
+    return stream.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("name", "token"),
+    [
+        ("data-ingestion", "data-ingestion"),
+        ("dukascopy", "dukascopy"),
+        ("ic.markets", "ic_markets"),
+        ("a b", "a_b"),
+        ("feed*", "feed_"),
+        ("feed>", "feed_"),
+        ("", "unknown"),
+        ("  ", "unknown"),
+        ("fx/eur\tusd", "fx_eur_usd"),
+    ],
+)
+def test_subject_token_is_one_safe_token(name: str, token: str):
+    assert subject_token(name) == token
+
+
+def test_market_data_subject_uses_the_stream_source():
+    assert market_data_subject("market", _market_data("data-ingestion")) == (
+        "market.data-ingestion.ticks"
+    )
+    assert market_data_subject("prod.market", _market_data("dukascopy")) == (
+        "prod.market.dukascopy.ticks"
+    )
+
+
+def test_market_data_subject_ignores_the_ticks_own_source_fields():
+    # The ticks inside carry source "ic_markets" and best_*_source: only the top level counts.
+    stream = codec.MarketDataStream(source="data-ingestion")
+    stream.ticks.add(symbol="EURUSD", source="ic_markets", best_bid_source="fxcm")
+    assert market_data_subject("market", stream.SerializeToString()) == (
+        "market.data-ingestion.ticks"
+    )
+
+
+def test_market_data_subject_sanitises_a_hostile_source():
+    assert market_data_subject("market", _market_data("evil.>")) == "market.evil__.ticks"
+
+
+def test_market_data_without_source_goes_to_unknown():
+    assert market_data_subject("market", _market_data("")) == "market.unknown.ticks"
+    assert market_data_subject("market", b"") == "market.unknown.ticks"
+
+
+def test_context_subject_uses_the_provider():
+    ctx = codec.MarketContext(provider="fred", series="DGS10", value=4.25, unit="percent")
+    ctx.attributes["note"] = "x"
+    assert context_subject("market", ctx.SerializeToString()) == "market.context.fred"
+
+
+def test_wire_scan_agrees_with_a_full_decode_for_large_batches():
+    data = _market_data("data-ingestion", ticks=500)
+    assert top_level_string(data, 2) == codec.decode_market_data(data).source
+
+
+@pytest.mark.parametrize("data", [b"\x12\x10abc", b"\x08", b"\x0b\x00", b"\x12\x02\xff\xfe"])
+def test_corrupt_bytes_raise_wire_format_error(data: bytes):
+    with pytest.raises(WireFormatError):
+        top_level_string(data, 2)
+
+
+def test_message_id_is_deterministic_and_distinct():
+    assert message_id("market-data-stream", 3, 1234) == "market-data-stream:3:1234"
+    assert message_id("market-data-stream", 3, 1234) == message_id("market-data-stream", 3, 1234)
+    ids = {
+        message_id(t, p, o)
+        for t in ("market-data-stream", "market-context-stream")
+        for p in range(4)
+        for o in range(50)
+    }
+    assert len(ids) == 2 * 4 * 50
