@@ -13,6 +13,7 @@ from app.nats_subjects import (
     subject_token,
     top_level_string,
 )
+from app.settings import ConfigError, load_settings
 
 
 def _market_data(source: str, ticks: int = 3) -> bytes:
@@ -96,3 +97,9 @@ def test_message_id_is_deterministic_and_distinct():
         for o in range(50)
     }
     assert len(ids) == 2 * 4 * 50
+
+
+@pytest.mark.parametrize("prefix", ["market.*", "a..b", "mar ket", ">", ""])
+def test_settings_reject_a_prefix_that_is_not_a_plain_subject(prefix: str):
+    with pytest.raises(ConfigError, match=r"nats\.subject_prefix"):
+        load_settings(environ={"INGEST__NATS__SUBJECT_PREFIX": f"'{prefix}'"})

@@ -249,3 +249,23 @@ async def test_core_mode_subscriber_receives(
         assert Counter((m.subject, m.data) for m in got) == Counter((s, v) for _, v, s in items)
     finally:
         await nc.close()
+
+
+async def test_worker_starts_while_nats_is_down_and_catches_up(
+    bridge: Bridge, js: JetStreamContext, clean_kafka: StackConfig, tmp_path: Path, app_id: str
+):
+    items = market_data(bridge.prefix, 0, 200)
+    local_stack.stop(clean_kafka, "nats")
+    try:
+        worker = Worker(clean_kafka, tmp_path, app_id, env=bridge.env()).start(timeout=30)
+        await send(clean_kafka, MARKET_DATA_STREAM, items)
+        section = worker.health()["nats_bridge"]
+        assert section["state"] != "connected"
+        assert section["acked"] == 0
+    finally:
+        local_stack.start(clean_kafka, "nats")
+    try:
+        assert await wait_count(js, bridge.stream, 200) == 200
+        assert_exactly(await stored(js, bridge.stream), items)
+    finally:
+        worker.stop()
