@@ -177,7 +177,7 @@ class NatsPublisher(Service):
         self.last_error = repr(exc)
         if isinstance(exc, nats.js.errors.NoStreamResponseError):
             self._stream_ready = False
-        log.warning("nats: re-sending %s (attempt %d): %r", item.msg_id, item.attempts, exc)
+        log.debug("nats: re-sending %s (attempt %d): %r", item.msg_id, item.attempts, exc)
         # Re-queue at the end so the watchdog's oldest-first scan stays ordered.
         self._pending.pop(item.msg_id, None)
         self._pending[item.msg_id] = item
@@ -199,10 +199,19 @@ class NatsPublisher(Service):
     async def _watch_acks(self) -> None:
         """Cancel publishes whose ack is overdue (lost with a connection) and measure the rate."""
         interval = min(1.0, self.cfg.ack_timeout_s / 2)
-        last_acked, last_time = self.acked, time.monotonic()
+        last_acked, last_time, last_resends = self.acked, time.monotonic(), self.resends
         while not self.should_stop:
             await asyncio.sleep(interval)
             now = time.monotonic()
+            if self.resends != last_resends:
+                # One line per interval, not one per message of a lost window.
+                log.warning(
+                    "nats: re-sent %d publishes (%d in flight): %s",
+                    self.resends - last_resends,
+                    len(self._pending),
+                    self.last_error,
+                )
+                last_resends = self.resends
             self.publish_rate = (self.acked - last_acked) / (now - last_time)
             last_acked, last_time = self.acked, now
             overdue = now - self.cfg.ack_timeout_s
