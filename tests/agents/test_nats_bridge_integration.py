@@ -215,7 +215,10 @@ async def test_worker_crash_resends_are_deduplicated(
     bridge: Bridge, js: JetStreamContext, clean_kafka: StackConfig, tmp_path: Path, app_id: str
 ):
     first, second = market_data(bridge.prefix, 0, 1000), market_data(bridge.prefix, 1000, 1000)
-    worker = Worker(clean_kafka, tmp_path, app_id, env=bridge.env()).start()
+    # faust reads these from the environment: the killed member leaves the group after
+    # 6 s (Kafka's minimum) instead of 60 s, so the restarted worker joins quickly.
+    env = bridge.env(BROKER_SESSION_TIMEOUT="6", BROKER_HEARTBEAT_INTERVAL="1")
+    worker = Worker(clean_kafka, tmp_path, app_id, env=env).start()
     try:
         await send(clean_kafka, MARKET_DATA_STREAM, first)
         while await stream_count(js, bridge.stream) < 600:
@@ -223,7 +226,7 @@ async def test_worker_crash_resends_are_deduplicated(
     finally:
         worker.kill()  # mid-stream, offsets of up to a commit interval uncommitted
     await send(clean_kafka, MARKET_DATA_STREAM, second)
-    with Worker(clean_kafka, tmp_path, app_id, env=bridge.env()) as restarted:
+    with Worker(clean_kafka, tmp_path, app_id, env=env) as restarted:
         assert await wait_count(js, bridge.stream, 2000) == 2000
         assert_exactly(await stored(js, bridge.stream), first + second)
         section = restarted.health()["nats_bridge"]
