@@ -34,6 +34,8 @@ def create_app(cfg: Settings) -> faust.App:
         producer_acks=cfg.kafka.producer_acks,
         producer_linger_ms=cfg.kafka.producer_linger_ms,
         broker_commit_interval=cfg.kafka.commit_interval_s,
+        broker_session_timeout=cfg.kafka.session_timeout_s,
+        broker_heartbeat_interval=cfg.kafka.heartbeat_interval_s,
         web_host=cfg.service.web_host,
         web_port=cfg.service.web_port,
         web_bind=cfg.service.web_host,

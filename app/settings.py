@@ -52,6 +52,9 @@ class KafkaSettings(Section):
     producer_acks: Literal[0, 1, -1] = -1
     producer_linger_ms: int = Field(0, ge=0)  # batches form anyway while a send is in flight
     commit_interval_s: float = Field(1.0, gt=0)
+    # How long a dead worker keeps its partitions before the group moves them on.
+    session_timeout_s: float = Field(10.0, ge=6)
+    heartbeat_interval_s: float = Field(3.0, gt=0)
 
 
 class NatsSettings(Section):
