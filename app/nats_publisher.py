@@ -14,6 +14,7 @@ NATS is down; `submit` then waits (back-pressure) instead of dropping.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -44,6 +45,9 @@ class _Pending:
     payload: bytes
     msg_id: str
     on_acked: AckCallback
+    # Local key of the pending map: two Kafka messages may carry the same bytes (a
+    # re-produced duplicate) and so the same msg_id, and each needs its own ack.
+    seq: int = 0
     sent_at: float = 0.0
     attempts: int = 0
     future: asyncio.Future[PubAck] | None = field(default=None, repr=False)
@@ -67,7 +71,8 @@ class NatsPublisher(Service):
         self.publish_rate = 0.0
         self._connected = asyncio.Event()
         self._slots = asyncio.Semaphore(cfg.max_in_flight)
-        self._pending: dict[str, _Pending] = {}  # insertion order = send order
+        self._pending: dict[int, _Pending] = {}  # insertion order = send order
+        self._seq = itertools.count()
         self._retry_tasks: set[asyncio.Task[None]] = set()
         self._stream_ready = False
 
@@ -115,11 +120,11 @@ class NatsPublisher(Service):
         or after the client took it (core). It is never called for a message that was not.
         """
         await self._slots.acquire()
-        item = _Pending(subject, payload, msg_id, on_acked)
+        item = _Pending(subject, payload, msg_id, on_acked, next(self._seq))
         if not self.jetstream:
             await self._publish_core(item)
             return
-        self._pending[msg_id] = item
+        self._pending[item.seq] = item
         await self._send(item)
 
     async def _publish_core(self, item: _Pending) -> None:
@@ -154,7 +159,7 @@ class NatsPublisher(Service):
         future.add_done_callback(lambda fut: self._on_done(item, fut))
 
     def _on_done(self, item: _Pending, future: asyncio.Future[PubAck]) -> None:
-        if item.future is not future or item.msg_id not in self._pending:
+        if item.future is not future or item.seq not in self._pending:
             return  # a superseded attempt
         if future.cancelled():
             self._retry_later(item, TimeoutError(f"no ack in {self.cfg.ack_timeout_s}s"))
@@ -163,7 +168,7 @@ class NatsPublisher(Service):
         if exc is not None:
             self._retry_later(item, exc)
             return
-        del self._pending[item.msg_id]
+        del self._pending[item.seq]
         self._slots.release()
         self.acked += 1
         if future.result().duplicate:
@@ -179,8 +184,8 @@ class NatsPublisher(Service):
             self._stream_ready = False
         log.debug("nats: re-sending %s (attempt %d): %r", item.msg_id, item.attempts, exc)
         # Re-queue at the end so the watchdog's oldest-first scan stays ordered.
-        self._pending.pop(item.msg_id, None)
-        self._pending[item.msg_id] = item
+        self._pending.pop(item.seq, None)
+        self._pending[item.seq] = item
         item.future = None
         task = asyncio.ensure_future(self._resend(item))
         self._retry_tasks.add(task)

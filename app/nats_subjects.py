@@ -7,6 +7,7 @@ from the wire format instead of decoding a batch of many ticks it never looks at
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 from app import codec
@@ -86,10 +87,12 @@ def context_subject(prefix: str, payload: bytes) -> str:
     return f"{prefix}.context.{subject_token(top_level_string(payload, _PROVIDER_FIELD))}"
 
 
-def message_id(topic: str, partition: int, offset: int) -> str:
-    """`Nats-Msg-Id` of one Kafka record: the same record always gets the same id.
+def message_id(payload: bytes) -> str:
+    """`Nats-Msg-Id` of one message: a digest of its bytes.
 
-    A record re-sent after a crash or a lost ack is therefore dropped by JetStream's
-    duplicate window instead of being stored twice.
+    The pipeline's output bytes are a function of its input (they carry the lineage of
+    the raw record), so a message produced twice - re-sent by the bridge after a lost
+    ack or a crash, or re-produced by the processing agents after a crash, at another
+    Kafka offset - has the same id, and JetStream's duplicate window drops the copy.
     """
-    return f"{topic}:{partition}:{offset}"
+    return hashlib.blake2b(payload, digest_size=16).hexdigest()

@@ -88,15 +88,13 @@ def test_corrupt_bytes_raise_wire_format_error(data: bytes):
 
 
 def test_message_id_is_deterministic_and_distinct():
-    assert message_id("market-data-stream", 3, 1234) == "market-data-stream:3:1234"
-    assert message_id("market-data-stream", 3, 1234) == message_id("market-data-stream", 3, 1234)
-    ids = {
-        message_id(t, p, o)
-        for t in ("market-data-stream", "market-context-stream")
-        for p in range(4)
-        for o in range(50)
-    }
-    assert len(ids) == 2 * 4 * 50
+    payloads = [
+        codec.MarketDataStream(source="data-ingestion", batch_time_ns=i).SerializeToString()
+        for i in range(400)
+    ]
+    assert message_id(payloads[7]) == message_id(bytes(payloads[7]))
+    assert len({message_id(p) for p in payloads}) == 400
+    assert len(message_id(payloads[0])) == 32
 
 
 @pytest.mark.parametrize("prefix", ["market.*", "a..b", "mar ket", ">", ""])

@@ -5,8 +5,9 @@ stream, so faust does not ack an event when the loop moves on; each event is ack
 (`event.ack()`, which lets faust commit its offset) from the publisher's ack callback.
 faust commits per partition only up to the first offset not yet acked, so a message
 still waiting for NATS holds back the commit of everything after it. A crash therefore
-re-sends at most what was in flight, and the Nats-Msg-Id (topic:partition:offset)
-makes JetStream drop those copies.
+re-sends at most what was in flight, and the Nats-Msg-Id (a digest of the bytes, see
+app.nats_subjects.message_id) makes JetStream drop those copies - also the copies that
+the processing agents re-produce at new offsets after a crash of their own.
 """
 
 from __future__ import annotations
@@ -100,7 +101,7 @@ async def _bridge(stream: StreamT, subject_of: Callable[[str, bytes], str]) -> N
         await publisher.submit(
             subject,
             payload,
-            message_id(message.topic, message.partition, message.offset),
+            message_id(payload),
             _ack_callback(event, tp, message.offset),
         )
 
