@@ -116,12 +116,42 @@ class _Clock:
         return f"{self._head}.{frac:09d}Z"
 
 
-class Quoter:
-    """Random-walk prices of one connection; deterministic for a given seed string."""
+class Market:
+    """One "true" mid per instrument, shared by every profile and connection.
 
-    def __init__(self, seed: str, instruments: list[str], profile: Profile) -> None:
+    Brokers quote the same market, each with its own spread, noise and latency, so the
+    best-price selection compares like with like (independent walks per broker drift
+    apart and make the consolidated book cross for minutes).
+    """
+
+    STEP_NS = 50_000_000  # the walk moves in 50 ms steps of wall time
+    MAX_STEPS = 400
+
+    def __init__(self, seed: str) -> None:
+        self._rng = random.Random(f"{seed}:market")
+        self._mids: dict[str, float] = {}
+        self._at: dict[str, int] = {}
+
+    def mid(self, instrument: str, now_ns: int) -> float:
+        spec = INSTRUMENTS[instrument]
+        mid = self._mids.get(instrument, spec.start_mid)
+        at = self._at.get(instrument, now_ns)
+        steps = (now_ns - at) // self.STEP_NS
+        for _ in range(min(steps, self.MAX_STEPS)):
+            mid += self._rng.gauss(0.0, 0.3) * spec.pip
+        self._mids[instrument] = mid
+        self._at[instrument] = at + steps * self.STEP_NS if steps <= self.MAX_STEPS else now_ns
+        return mid
+
+
+class Quoter:
+    """One connection's quotes around the shared market; deterministic for a seed string."""
+
+    def __init__(
+        self, seed: str, instruments: list[str], profile: Profile, market: Market | None = None
+    ) -> None:
         self._rng = random.Random(seed)
-        self._mids = {i: INSTRUMENTS[i].start_mid for i in instruments}
+        self._market = market or Market(seed)
         self._profile = profile
         self._clock = _Clock()
         self.malformed_kind = 0
@@ -129,8 +159,7 @@ class Quoter:
     def price_line(self, instrument: str, now_ns: int) -> bytes:
         spec = INSTRUMENTS[instrument]
         rng = self._rng
-        mid = self._mids[instrument] + rng.gauss(0.0, 0.3) * spec.pip
-        self._mids[instrument] = mid
+        mid = self._market.mid(instrument, now_ns) + rng.gauss(0.0, 0.1) * spec.pip
         unit = 10.0**-spec.decimals
         spread = max(unit, spec.spread_pips * spec.pip * self._profile.spread_mult)
         spread *= rng.uniform(0.8, 1.3)
@@ -176,6 +205,7 @@ class Simulator:
 
     def __init__(self, seed: int = 1, defaults: dict[str, Any] | None = None) -> None:
         self.seed = seed
+        self.market = Market(str(seed))
         self.defaults = dict(defaults or {})
         self.profiles: dict[str, Profile] = {}
         self.stats: dict[str, ProfileStats] = {}
@@ -253,7 +283,9 @@ class Simulator:
         if not instruments or any(i not in INSTRUMENTS for i in instruments):
             return web.json_response(BAD_INSTRUMENTS, status=400)
         stats.connections += 1
-        quoter = Quoter(f"{self.seed}:{name}:{stats.connections}", instruments, profile)
+        quoter = Quoter(
+            f"{self.seed}:{name}:{stats.connections}", instruments, profile, self.market
+        )
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         resp.enable_chunked_encoding()
         resp.force_close()

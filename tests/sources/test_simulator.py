@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 from aiohttp.test_utils import TestClient, TestServer
 
 from app.models import format_price
 from app.sources.oanda import parse_oanda_line
-from app.sources.simulator import Profile, Quoter, Simulator
+from app.sources.simulator import Market, Profile, Quoter, Simulator
 
 
 def test_prices_have_the_instrument_precision_and_best_bucket_last() -> None:
@@ -44,3 +45,20 @@ async def test_paused_sends_heartbeats_only_and_control_validates() -> None:
         resp.close()
         stats = (await (await client.get("/stats")).json())["profiles"]["fxcm"]
     assert stats["price_lines"] == 0 and stats["heartbeats"] >= 2
+
+
+def test_profiles_quote_one_shared_market() -> None:
+    """Brokers differ by spread and noise, not by drifting apart: their mids stay close."""
+    market = Market("3")
+    quoters = [Quoter(f"3:{n}", ["EUR_USD"], Profile(), market) for n in ("a", "b", "c")]
+    worst = 0.0
+    for step in range(2000):  # 100 s of market time
+        now = 10**18 + step * 50_000_000
+        mids = []
+        for quoter in quoters:
+            line = json.loads(quoter.price_line("EUR_USD", now))
+            bid = max(float(b["price"]) for b in line["bids"])
+            ask = min(float(a["price"]) for a in line["asks"])
+            mids.append((bid + ask) / 2)
+        worst = max(worst, max(mids) - min(mids))
+    assert worst < 0.0002  # two pips, while the walk itself moves far more over 100 s
