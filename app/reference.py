@@ -101,3 +101,23 @@ def compare_to_reference(
             max_abs_at_ns=at if matched else 0,
         )
     return result
+
+
+def attach_reference(comparison: dict[str, Any], ref: ReferenceComparison) -> dict[str, Any]:
+    """Add a reference check's deviations to a broker comparison (the quality view).
+
+    Each ranked broker's metrics gain `reference_deviation_pips` (mean absolute mid
+    deviation from Dukascopy) and `reference_max_deviation_pips` when the check saw it.
+    """
+    comparison["reference"] = {
+        "source": "dukascopy",
+        "start_ns": ref.start_ns,
+        "end_ns": ref.end_ns,
+        "reference_ticks": ref.reference_ticks,
+    }
+    for broker, metrics in comparison.get("metrics", {}).items():
+        deviation = ref.brokers.get(broker)
+        if deviation is not None and deviation.matched:
+            metrics["reference_deviation_pips"] = round(deviation.mean_abs_pips, 3)
+            metrics["reference_max_deviation_pips"] = round(deviation.max_abs_pips, 3)
+    return comparison

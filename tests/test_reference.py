@@ -7,7 +7,12 @@ import json
 import pytest
 
 from app.models import Tick, parse_price
-from app.reference import BrokerDeviation, ReferenceComparison, compare_to_reference
+from app.reference import (
+    BrokerDeviation,
+    ReferenceComparison,
+    attach_reference,
+    compare_to_reference,
+)
 
 PIP = parse_price("0.0001")
 S = 1_000_000_000
@@ -68,3 +73,29 @@ def test_result_round_trips_through_json() -> None:
     )
     again = ReferenceComparison.from_dict(json.loads(json.dumps(result.to_dict())))
     assert again == result
+
+
+def test_reference_deviation_is_attached_to_the_broker_comparison() -> None:
+    comparison = {
+        "symbol": "EURUSD",
+        "metrics": {"ic_markets": {"ticks": 10}, "fxcm": {"ticks": 4}, "pepperstone": {}},
+    }
+    ref = ReferenceComparison(
+        "EURUSD",
+        1,
+        2,
+        50,
+        14,
+        brokers={
+            "ic_markets": BrokerDeviation(
+                "ic_markets", matched=10, mean_abs_pips=0.4321, max_abs_pips=1.25
+            ),
+            "fxcm": BrokerDeviation("fxcm", matched=0, unmatched=4),
+        },
+    )
+    out = attach_reference(comparison, ref)
+    assert out["metrics"]["ic_markets"]["reference_deviation_pips"] == 0.432
+    assert out["metrics"]["ic_markets"]["reference_max_deviation_pips"] == 1.25
+    assert "reference_deviation_pips" not in out["metrics"]["fxcm"]  # nothing matched
+    assert "reference_deviation_pips" not in out["metrics"]["pepperstone"]
+    assert out["reference"]["reference_ticks"] == 50

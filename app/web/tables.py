@@ -7,6 +7,7 @@ owns the symbol's partition, so it is complete from any worker.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from faust.web import Request, Response, View
@@ -22,9 +23,11 @@ from app.best_price import (
     B_BID,
     B_SOURCE,
 )
+from app.commands.historical import result_path
 from app.faust_app import app, settings
 from app.models import NS_PER_MS, format_price
 from app.quality import S_ACCEPTED, S_LAST_NS, S_MISSING, compare_brokers, metrics
+from app.reference import ReferenceComparison, attach_reference
 from app.runtime import health
 from app.tables.ticks import (
     best_price,
@@ -67,7 +70,12 @@ def compare(symbol: str, stats: dict[str, list]) -> dict[str, Any]:
     pip = _pip(symbol)
     if pip is None:
         return {"symbol": symbol, "error": "unknown_instrument"}
-    return compare_brokers(symbol, stats, pip, processor.priorities, processor.quality_params)
+    comparison = compare_brokers(symbol, stats, pip, processor.priorities, processor.quality_params)
+    try:  # the latest `reference-check` result for the symbol, if one has run
+        ref = ReferenceComparison.from_dict(json.loads(result_path(symbol).read_text()))
+    except (OSError, ValueError, TypeError):
+        return comparison
+    return attach_reference(comparison, ref)
 
 
 @app.page("/tables/last-price")
