@@ -1,0 +1,1 @@
+"""Benchmarks of the ingestion pipeline: `python -m bench.run` (see bench/run.py)."""
