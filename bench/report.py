@@ -27,7 +27,13 @@ def machine() -> dict[str, str]:
         ram = f"{mem_kb / 1024 / 1024:.1f} GiB"
     except (OSError, StopIteration, ValueError):
         ram = "unknown"
-    return {"nproc": str(os.cpu_count()), "cpu": cpu, "ram": ram, "os": platform.platform()}
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": cpu,
+        "ram": ram,
+        "os": platform.platform(),
+        "load average (1/5/15 min) at the end": " ".join(f"{x:.2f}" for x in os.getloadavg()),
+    }
 
 
 def versions(libs_dir: Path) -> dict[str, str]:
@@ -62,15 +68,17 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], env: dict[str, A
         lines += [
             "## Throughput (ticks/s, one process unless stated)", "",
             "| run | ticks/message | input ticks | output msgs | output ticks | rejects "
-            "| ticks/s | vs limit |",
-            "|---|---|---|---|---|---|---|---|",
+            "| ticks/s | vs limit | CPU s | ticks/CPU-s |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for row in t["rows"]:
+            cpu = row.get("cpu_s")
+            per_cpu = _fmt(row["input_ticks"] / cpu) if cpu else "-"
             lines.append(
                 f"| {row['name']} | {row['batch']} | {_fmt(row['input_ticks'])} | "
                 f"{_fmt(row['output_messages'])} | {_fmt(row['output_ticks'])} | "
                 f"{_fmt(row['rejects'])} | **{_fmt(row['ticks_per_s'])}** | "
-                f"{row['vs_limit']:.2f}x |"
+                f"{row['vs_limit']:.2f}x | {cpu if cpu else '-'} | {per_cpu} |"
             )
         lines.append("")
     if "scaleout" in results:

@@ -184,6 +184,15 @@ class Process:
             self.log_path.rename(self.log_path.with_suffix(f".failed{self.restarts}.log"))
         raise RuntimeError(f"worker did not start cleanly in {attempts} attempts")
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds of the process so far (0 once it is gone)."""
+        assert self.proc is not None
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def log_tail(self, lines: int = 40) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
@@ -242,16 +251,19 @@ async def faust_backlog(
         started = time.monotonic()
         await asyncio.to_thread(worker.start_ready, 0.0)
         ready_s = time.monotonic() - started
+        cpu_ready = worker.cpu_s()
         await wait_committed(
             stack.kafka_bootstrap, app_id, RAW_BROKER_TICKS, DONE_TIMEOUT_S, _alive(worker)
         )
+        cpu = worker.cpu_s() - cpu_ready
     finally:
         await asyncio.to_thread(worker.stop)
     out = await read_output(stack.kafka_bootstrap, MARKET_DATA_STREAM, count_stream)
     rejects = await read_output(stack.kafka_bootstrap, MARKET_DATA_REJECTS, one)
     return RunResult(
         "faust pipeline (python -m app worker)", ticks, messages, out, rejects.messages,
-        {"app_id": app_id, "worker_ready_s": round(ready_s, 1), "restarts": worker.restarts},
+        {"app_id": app_id, "worker_ready_s": round(ready_s, 1), "restarts": worker.restarts,
+         "cpu_s": round(cpu, 2)},
     )  # fmt: skip
 
 
@@ -269,11 +281,15 @@ async def quix_backlog(stack: StackConfig, ticks: int, messages: int, run_dir: P
         await wait_committed(
             stack.kafka_bootstrap, group, RAW_BROKER_TICKS, DONE_TIMEOUT_S, _alive(proc)
         )
+        cpu = proc.cpu_s()  # includes start-up (import, RocksDB open): Quix has no ready line
     finally:
         await asyncio.to_thread(proc.stop)
     out = await read_output(stack.kafka_bootstrap, QUIX_OUT, count_stream)
     rejects = await read_output(stack.kafka_bootstrap, QUIX_REJECTS, one)
-    return RunResult("Quix Streams 3.28.1 (same stages)", ticks, messages, out, rejects.messages)
+    return RunResult(
+        "Quix Streams 3.28.1 (same stages)", ticks, messages, out, rejects.messages,
+        {"cpu_s": round(cpu, 2)},
+    )  # fmt: skip
 
 
 async def faust_live_burst(
