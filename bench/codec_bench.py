@@ -15,9 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app.agents.processing import SymbolState, TickProcessor
-
 from app import codec
+from app.agents.processing import SymbolState, TickProcessor
 from app.models import BestPrice
 from app.settings import get_settings
 from app.topics import RAW_BROKER_TICKS

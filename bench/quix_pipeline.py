@@ -19,10 +19,10 @@ import logging
 import time
 from typing import Any
 
-from app.agents.processing import BatchResult, SymbolState, TickProcessor
 from quixstreams import Application, message_context
 
 from app import codec
+from app.agents.processing import BatchResult, SymbolState, TickProcessor
 from app.settings import get_settings
 
 OUTPUT, REJECT = 0, 1
