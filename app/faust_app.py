@@ -33,6 +33,7 @@ def create_app(cfg: Settings) -> faust.App:
         topic_replication_factor=cfg.kafka.replication_factor,
         producer_acks=cfg.kafka.producer_acks,
         producer_linger_ms=cfg.kafka.producer_linger_ms,
+        producer_max_batch_size=cfg.kafka.producer_max_batch_size,
         broker_commit_interval=cfg.kafka.commit_interval_s,
         broker_session_timeout=cfg.kafka.session_timeout_s,
         broker_heartbeat_interval=cfg.kafka.heartbeat_interval_s,

@@ -51,6 +51,9 @@ class KafkaSettings(Section):
     replication_factor: int = Field(1, gt=0)
     producer_acks: Literal[0, 1, -1] = -1
     producer_linger_ms: int = Field(0, ge=0)  # batches form anyway while a send is in flight
+    # Per-partition producer batch: the 16 KB default holds about one batched output message,
+    # which serialised every send behind the previous acks=all round trip.
+    producer_max_batch_size: int = Field(524_288, gt=0, le=1_000_000)
     commit_interval_s: float = Field(1.0, gt=0)
     # How long a dead worker keeps its partitions before the group moves them on.
     session_timeout_s: float = Field(10.0, ge=6)

@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -44,16 +44,7 @@ from app.agents.processing import (
 )
 from app.faust_app import app, settings
 from app.metrics import BATCH_SECONDS, END_TO_END_SECONDS, REJECTS, TICKS_IN, TICKS_OUT
-from app.tables.ticks import (
-    applied_offsets,
-    best_price,
-    broker_clock,
-    historical_price,
-    historical_reject_counts,
-    last_price,
-    quality,
-    reject_counts,
-)
+from app.tables.ticks import historical_state, partition_state, symbol_state
 from app.topics import (
     market_data_rejects,
     market_data_stream,
@@ -111,16 +102,20 @@ metrics = PipelineMetrics()
 
 @dataclass(slots=True)
 class _Loaded:
-    """A symbol's table values for one group, plus which of them the group changed."""
+    """A symbol's state for one group, the event it came with, and whether it changed."""
 
     state: SymbolState
-    clock_keys: dict[str, bytes]
     event: faust.EventT
-    quotes_changed: bool = False
-    changed_clocks: set[str] = field(default_factory=set)
-    quality_changed: bool = False
-    best_changed: bool = False
-    rejects_changed: bool = False
+    changed: bool = False
+
+
+@dataclass(slots=True)
+class _Partition:
+    """An input partition's state for one group: applied offset and broker clocks."""
+
+    applied: int
+    clocks: dict[str, int]
+    event: faust.EventT | None = None  # the group's last event of this partition
 
 
 class GroupProcessor:
@@ -128,60 +123,59 @@ class GroupProcessor:
 
     def __init__(self, live: bool) -> None:
         self.live = live
-        self.quotes_table = last_price if live else historical_price
-        self.rejects_table = reject_counts if live else historical_reject_counts
+        self.state_table = symbol_state if live else historical_state
         self.loaded: dict[bytes, _Loaded] = {}
-        self.clocks: dict[tuple[str, int], dict[str, int]] = {}
-        self.applied: dict[bytes, tuple[int, faust.EventT]] = {}
+        self.partitions: dict[bytes, _Partition] = {}
         self.outputs: list[tuple[faust.TopicT, bytes, bytes]] = []
         self.records = 0
         self.last_receive_ns = 0
 
-    def _load(self, key: bytes, event: faust.EventT, sources: set[str]) -> _Loaded:
-        topic, partition = event.message.topic, event.message.partition
+    def _partition(self, guard: bytes) -> _Partition:
+        part = self.partitions.get(guard)
+        if part is None:
+            value = partition_state.get(guard) or {}
+            part = self.partitions[guard] = _Partition(
+                value.get("applied", -1), value.get("clocks", {})
+            )
+        return part
+
+    def _load(self, key: bytes, event: faust.EventT, clocks: dict[str, int]) -> _Loaded:
         loaded = self.loaded.get(key)
         if loaded is None:
-            # One clock dict per input partition, shared by its symbols in this group.
-            clocks = self.clocks.setdefault((topic, partition), {})
+            value = self.state_table.get(key) or {}
             state = SymbolState(
-                quotes=self.quotes_table.get(key) or {},
+                quotes=value.get("quotes", {}),
                 clocks=clocks,
-                quality=(quality.get(key) or {}) if self.live else {},
-                best=best_price.get(key) if self.live else None,
-                rejects=self.rejects_table.get(key) or {},
+                quality=value.get("quality", {}),
+                best=value.get("best"),
+                rejects=value.get("rejects", {}),
             )
-            loaded = self.loaded[key] = _Loaded(state, {}, event)
-        for source in sources - loaded.clock_keys.keys():
-            clock_key = f"{topic}/{partition}/{source}".encode()
-            loaded.clock_keys[source] = clock_key
-            if source not in loaded.state.clocks:
-                value = broker_clock.get(clock_key)
-                if value is not None:
-                    loaded.state.clocks[source] = value
+            loaded = self.loaded[key] = _Loaded(state, event)
         return loaded
-
-    def _applied_offset(self, guard: bytes) -> int | None:
-        if guard in self.applied:
-            return self.applied[guard][0]
-        return applied_offsets.get(guard)
 
     def add(self, event: faust.EventT) -> None:
         """Process one raw message; outputs are collected, nothing is written yet."""
         key, value, message = event.key, event.value, event.message
         topic, partition, offset = message.topic, message.partition, message.offset
         out_key = key or b""
-        guard = f"{topic}/{partition}".encode()
-        applied = self._applied_offset(guard)
-        if applied is not None and offset <= applied:
+        part = self._partition(f"{topic}/{partition}".encode())
+        if offset <= part.applied:
             metrics.skipped_batches += 1
-            log.info("skip %s@%d: already applied (tables at offset %d)", guard, offset, applied)
+            log.info(
+                "skip %s/%d@%d: already applied (tables at %d)",
+                topic,
+                partition,
+                offset,
+                part.applied,
+            )
             return
-        self.applied[guard] = (offset, event)
+        part.applied, part.event = offset, event
+        loaded = self._load(out_key, event, part.clocks)
+        loaded.changed = True
         symbol = out_key.decode("utf-8", "replace")
         try:
             records = list(codec.decode_raw_batch(value).records)
         except Exception as exc:  # protobuf's DecodeError, or anything else undecodable
-            loaded = self._load(out_key, event, set())
             rejected = Rejected(
                 [MALFORMED_BATCH],
                 f"undecodable RawBatch: {exc!r:.300}",
@@ -191,39 +185,27 @@ class GroupProcessor:
             )
             counts = loaded.state.rejects
             counts[MALFORMED_BATCH] = counts.get(MALFORMED_BATCH, 0) + 1
-            loaded.rejects_changed = True
             self._collect(out_key, BatchResult(rejected=[rejected]), topic, partition, offset)
             return
-        sources = {r.tick.source or r.source for r in records}
-        loaded = self._load(out_key, event, sources)
         result = processor.process(
             symbol, records, topic, partition, offset, loaded.state, self.live
         )
-        loaded.quotes_changed |= result.accepted > 0
-        loaded.changed_clocks |= result.changed_clocks
-        loaded.quality_changed |= self.live and bool(result.accepted or result.rejected)
-        loaded.best_changed |= bool(result.emitted)
-        loaded.rejects_changed |= bool(result.rejected)
         self._collect(out_key, result, topic, partition, offset)
         self.records += len(records)
         if records:
             last = records[-1]
             self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
-        if len(sources) == 1:
-            TICKS_IN.labels(*sources).inc(len(records))
-        else:
-            for record in records:
-                TICKS_IN.labels(record.tick.source or record.source).inc()
+            _count_in(records)
 
     def _collect(
         self, key: bytes, result: BatchResult, topic: str, partition: int, offset: int
     ) -> None:
         if result.emitted:
             self.outputs.append((market_data_stream, key, codec.encode_market_data(result.emitted)))
-            TICKS_OUT.labels(codec.OUTPUT_SOURCE).inc(len(result.emitted))
+            _ticks_out(codec.OUTPUT_SOURCE).inc(len(result.emitted))
         for source, ticks in result.passed.items():
             self.outputs.append((market_data_stream, key, codec.encode_source_ticks(source, ticks)))
-            TICKS_OUT.labels(source).inc(len(ticks))
+            _ticks_out(source).inc(len(ticks))
         for rej in result.rejected:
             value = codec.encode_rejection(
                 rej.reasons, rej.detail, rej.record, rej.stage, topic, partition, offset, rej.index
@@ -241,21 +223,42 @@ class GroupProcessor:
     def write_tables(self) -> None:
         """Each changed key once; called only after the outputs are acknowledged."""
         for key, loaded in self.loaded.items():
-            state = loaded.state
-            with in_event(loaded.event):
-                if loaded.quotes_changed:
-                    self.quotes_table[key] = state.quotes
-                for source in loaded.changed_clocks:
-                    broker_clock[loaded.clock_keys[source]] = state.clocks[source]
-                if loaded.quality_changed:
-                    quality[key] = state.quality
-                if loaded.best_changed:
-                    best_price[key] = state.best
-                if loaded.rejects_changed:
-                    self.rejects_table[key] = state.rejects
-        for guard, (offset, event) in self.applied.items():
-            with in_event(event):
-                applied_offsets[guard] = offset
+            if loaded.changed:
+                state = loaded.state
+                value: dict[str, Any] = {"quotes": state.quotes, "rejects": state.rejects}
+                if self.live:
+                    value["quality"] = state.quality
+                    value["best"] = state.best
+                with in_event(loaded.event):
+                    self.state_table[key] = value
+        for guard, part in self.partitions.items():
+            if part.event is not None:
+                with in_event(part.event):
+                    partition_state[guard] = {"applied": part.applied, "clocks": part.clocks}
+
+
+_TICKS_IN: dict[str, Any] = {}
+_TICKS_OUT: dict[str, Any] = {}
+
+
+def _ticks_out(stream: str) -> Any:
+    """The labelled counter, looked up once per label (labels() is costly per call)."""
+    child = _TICKS_OUT.get(stream)
+    if child is None:
+        child = _TICKS_OUT[stream] = TICKS_OUT.labels(stream)
+    return child
+
+
+def _count_in(records: list[codec.RawRecord]) -> None:
+    counts: dict[str, int] = {}
+    for record in records:
+        source = record.tick.source or record.source
+        counts[source] = counts.get(source, 0) + 1
+    for source, count in counts.items():
+        child = _TICKS_IN.get(source)
+        if child is None:
+            child = _TICKS_IN[source] = TICKS_IN.labels(source)
+        child.inc(count)
 
 
 async def process_group(events: Sequence[faust.EventT], live: bool) -> None:

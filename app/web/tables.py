@@ -29,14 +29,7 @@ from app.models import NS_PER_MS, format_price
 from app.quality import S_ACCEPTED, S_LAST_NS, S_MISSING, compare_brokers, metrics
 from app.reference import ReferenceComparison, attach_reference
 from app.runtime import health
-from app.tables.ticks import (
-    best_price,
-    historical_price,
-    historical_reject_counts,
-    last_price,
-    quality,
-    reject_counts,
-)
+from app.tables.ticks import historical_state, items_of, symbol_state
 
 
 def _quote_json(q: list) -> dict[str, Any]:
@@ -83,8 +76,8 @@ class LastPriceView(View):
     async def get(self, request: Request) -> Response:
         return self.json(
             {
-                s.decode(): {b: _quote_json(q) for b, q in v.items()}
-                for s, v in sorted(last_price.items())
+                s: {b: _quote_json(q) for b, q in v.items()}
+                for s, v in items_of(symbol_state, "quotes")
             }
         )
 
@@ -94,8 +87,8 @@ class HistoricalPriceView(View):
     async def get(self, request: Request) -> Response:
         return self.json(
             {
-                s.decode(): {b: _quote_json(q) for b, q in v.items()}
-                for s, v in sorted(historical_price.items())
+                s: {b: _quote_json(q) for b, q in v.items()}
+                for s, v in items_of(historical_state, "quotes")
             }
         )
 
@@ -103,13 +96,13 @@ class HistoricalPriceView(View):
 @app.page("/tables/best-price")
 class BestPriceView(View):
     async def get(self, request: Request) -> Response:
-        return self.json({s.decode(): _best_json(b) for s, b in sorted(best_price.items()) if b})
+        return self.json({s: _best_json(b) for s, b in items_of(symbol_state, "best")})
 
 
 @app.page("/tables/quality")
 class QualityView(View):
     async def get(self, request: Request) -> Response:
-        return self.json({s.decode(): compare(s.decode(), v) for s, v in sorted(quality.items())})
+        return self.json({s: compare(s, v) for s, v in items_of(symbol_state, "quality")})
 
 
 @app.page("/tables/rejects")
@@ -117,14 +110,14 @@ class RejectsView(View):
     async def get(self, request: Request) -> Response:
         return self.json(
             {
-                "live": _reject_summary(reject_counts),
-                "historical": _reject_summary(historical_reject_counts),
+                "live": _reject_summary(symbol_state),
+                "historical": _reject_summary(historical_state),
             }
         )
 
 
 def _reject_summary(table: Any) -> dict[str, Any]:
-    by_symbol = {s.decode(): dict(sorted(v.items())) for s, v in sorted(table.items())}
+    by_symbol = {s: dict(sorted(v.items())) for s, v in items_of(table, "rejects")}
     by_reason: dict[str, int] = {}
     for counts in by_symbol.values():
         for reason, n in counts.items():
@@ -134,9 +127,9 @@ def _reject_summary(table: Any) -> dict[str, Any]:
 
 @app.page("/brokers/compare/{symbol}")
 class BrokerCompareView(View):
-    @app.table_route(table=quality, match_info="symbol")
+    @app.table_route(table=symbol_state, match_info="symbol")
     async def get(self, request: Request, symbol: str) -> Response:
-        stats = quality.get(symbol.encode())
+        stats = (symbol_state.get(symbol.encode()) or {}).get("quality")
         if not stats:
             return self.json({"symbol": symbol, "error": "no data"}, status=404)
         return self.json(compare(symbol, stats))
@@ -145,7 +138,7 @@ class BrokerCompareView(View):
 def aggregation_metrics() -> dict[str, Any]:
     latency = pipeline_metrics.distribution_latency_ms
     return {
-        "total_symbols_tracked": len(list(best_price.keys())),
+        "total_symbols_tracked": len(items_of(symbol_state, "best")),
         "distribution_latency_ms": None if latency is None else round(latency, 3),
         "batch_processing_ms": round(pipeline_metrics.batch_ms, 3),
         "batches_processed": pipeline_metrics.batches,
@@ -159,8 +152,8 @@ def quality_metrics() -> dict[str, Any]:
     spread_scores: list[float] = []
     newest: dict[str, int] = {}
     ref = processor.quality_params.spread_ref_pips
-    for symbol, per_broker in quality.items():
-        pip = _pip(symbol.decode())
+    for symbol, per_broker in items_of(symbol_state, "quality"):
+        pip = _pip(symbol)
         for broker, stats in per_broker.items():
             received += stats[S_ACCEPTED]
             expected += stats[S_ACCEPTED] + stats[S_MISSING]
