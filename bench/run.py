@@ -57,7 +57,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--partitions", type=int, default=8, help="of every topic (8)")
     parser.add_argument("--port-base", type=int,
-                        default=int(os.environ.get("BENCH_PORT_BASE", "46000")),
+                        default=int(os.environ.get("BENCH_PORT_BASE", "25000")),
                         help="kafka base+92, nats base+222, monitor base+822")  # fmt: skip
     parser.add_argument("--stack-down", action="store_true", help="stop the stack at the end")
     parser.add_argument("--profile", action="store_true",

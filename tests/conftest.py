@@ -18,7 +18,9 @@ from app.stack import StackConfig, down, up
 from tests.support.kafka import delete_all_topics
 
 REPO = Path(__file__).resolve().parent.parent
-PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "47000"))
+# Below Linux's ephemeral range (32768-60999): an outgoing connection's TIME_WAIT socket on
+# one of our ports would otherwise block the broker from binding it.
+PORT_BASE = int(os.environ.get("TEST_PORT_BASE", "24000"))
 
 
 @pytest.fixture(scope="session")
