@@ -1,18 +1,21 @@
 """The processing agents: raw.broker.ticks / raw.historical.ticks -> market-data-stream.
 
-The agents take the raw messages in groups (`take_events`: whatever arrived, up to
-TAKE_MAX, waiting at most TAKE_WITHIN), and for a group:
+Raw messages are processed in groups: whatever accumulated while the previous group was
+being published (one message when ticks are rare, hundreds under load; no timer, so a
+lone message waits for nothing). For a group:
 1. read each table key once, run every record of every message through `TickProcessor`
    (pure, no await per tick),
 2. produce the outputs (one MarketDataStream per input message that changed something,
    one Rejection per rejected record) and wait for Kafka to acknowledge them all at once,
-3. only then write each changed table key once, and let faust ack the input offsets.
+3. only then write each changed table key once, and then ack the input events (the
+   stream is `noack`: faust commits an offset only once its event is acked).
 
 Guarantee: at-least-once without loss. The order outputs-acked -> state-written ->
 offsets-committed means a crash at any point either re-processes a message with its
 effects not yet in the tables (the same bytes are produced again under the same key:
-a duplicate, never a loss), or finds its effects in the tables (`applied-offsets`), in
-which case its outputs were acknowledged before and it is skipped.
+a duplicate, which the NATS bridge drops by content), or finds its effects in the tables
+(`applied` offset of its partition), in which case its outputs were acknowledged before
+and it is skipped.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 
 # faust (pinned 0.15.3) picks a table change's partition from the event being processed;
 # the writes here happen after the group's outputs are acknowledged, so each write is
@@ -54,8 +58,8 @@ from app.topics import (
 
 log = logging.getLogger(__name__)
 
-TAKE_MAX = 500
-TAKE_WITHIN = 0.001  # seconds; the extra latency of a lone message at low rates
+GROUP_MAX = 500  # raw messages per group; the agent waits when this many are pending
+PUBLISH_RETRY_MAX_S = 5.0
 
 processor = TickProcessor(settings)
 
@@ -215,10 +219,25 @@ class GroupProcessor:
                 REJECTS.labels(rej.stage, reason).inc()
 
     async def publish(self) -> None:
-        """Send every output without awaiting each, then wait for all acknowledgements."""
-        pending = [await topic.send(key=key, value=value) for topic, key, value in self.outputs]
-        if pending:
-            await asyncio.gather(*pending)
+        """Send every output without awaiting each, then wait for all acknowledgements.
+
+        A failed send (Kafka unreachable past the producer's own retries) sends the whole
+        group again after a pause rather than dropping anything: copies are identical
+        bytes, which downstream de-duplication absorbs.
+        """
+        delay = 0.1
+        while True:
+            try:
+                pending = [
+                    await topic.send(key=key, value=value) for topic, key, value in self.outputs
+                ]
+                if pending:
+                    await asyncio.gather(*pending)
+                return
+            except KafkaError as exc:
+                log.warning("outputs not acknowledged (%r); sending again in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, PUBLISH_RETRY_MAX_S)
 
     def write_tables(self) -> None:
         """Each changed key once; called only after the outputs are acknowledged."""
@@ -271,15 +290,52 @@ async def process_group(events: Sequence[faust.EventT], live: bool) -> None:
     metrics.observe(started, len(events), group.records, group.last_receive_ns)
 
 
+class GroupFeeder:
+    """Collects an agent's events while the previous group is in flight, then hands the
+    whole lot to `process_group` and acks the events once their effects are stored."""
+
+    def __init__(self, live: bool) -> None:
+        self.live = live
+        self.pending: list[faust.EventT] = []
+        self.running: asyncio.Task[None] | None = None
+        self.room = asyncio.Event()
+        self.room.set()
+
+    async def add(self, event: faust.EventT) -> None:
+        if self.running is not None and self.running.done():
+            self.running.result()  # a failed group stops the agent loudly (faust restarts it)
+        self.pending.append(event)
+        if self.running is None or self.running.done():
+            self.running = asyncio.ensure_future(self._drain())
+        if len(self.pending) >= GROUP_MAX:
+            self.room.clear()
+            await self.room.wait()
+
+    async def _drain(self) -> None:
+        while self.pending:
+            events, self.pending = self.pending, []
+            self.room.set()
+            try:
+                await process_group(events, self.live)
+            except Exception:
+                log.exception("group of %d raw messages failed; not acked", len(events))
+                self.room.set()
+                raise
+            for event in events:
+                event.ack()
+
+
 @app.agent(raw_broker_ticks)
 async def process_broker_ticks(stream: Any) -> None:
     """Live broker ticks: validation, broker quality, best price across brokers."""
-    async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN):
-        await process_group(events, live=True)
+    feeder = GroupFeeder(live=True)
+    async for event in stream.noack().events():
+        await feeder.add(event)
 
 
 @app.agent(raw_historical_ticks)
 async def process_historical_ticks(stream: Any) -> None:
     """Historical ticks: validation, then passed through per source."""
-    async for events in stream.take_events(TAKE_MAX, within=TAKE_WITHIN):
-        await process_group(events, live=False)
+    feeder = GroupFeeder(live=False)
+    async for event in stream.noack().events():
+        await feeder.add(event)
