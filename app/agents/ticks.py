@@ -311,6 +311,11 @@ class GroupFeeder:
             self.room.clear()
             await self.room.wait()
 
+    def stop(self) -> None:
+        """With the agent: a group still in flight is abandoned unacked (re-read later)."""
+        if self.running is not None and not self.running.done():
+            self.running.cancel()
+
     async def _drain(self) -> None:
         while self.pending:
             events, self.pending = self.pending, []
@@ -329,13 +334,19 @@ class GroupFeeder:
 async def process_broker_ticks(stream: Any) -> None:
     """Live broker ticks: validation, broker quality, best price across brokers."""
     feeder = GroupFeeder(live=True)
-    async for event in stream.noack().events():
-        await feeder.add(event)
+    try:
+        async for event in stream.noack().events():
+            await feeder.add(event)
+    finally:
+        feeder.stop()
 
 
 @app.agent(raw_historical_ticks)
 async def process_historical_ticks(stream: Any) -> None:
     """Historical ticks: validation, then passed through per source."""
     feeder = GroupFeeder(live=False)
-    async for event in stream.noack().events():
-        await feeder.add(event)
+    try:
+        async for event in stream.noack().events():
+            await feeder.add(event)
+    finally:
+        feeder.stop()
