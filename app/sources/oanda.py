@@ -70,7 +70,8 @@ def parse_oanda_line(line: bytes, source: str, receive_time_ns: int) -> Tick | H
         raise ParseError("oversized_line", f"{len(line)} bytes")
     try:
         msg = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the interpreter's stack, within the size limit.
         raise ParseError("malformed_json", str(exc)[:200]) from None
     if not isinstance(msg, dict):
         raise ParseError("not_an_object", f"line is a {type(msg).__name__}")
