@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -52,7 +53,11 @@ def _best(buckets: Any, side: str, pick_max: bool) -> tuple[int, float]:
         except ValueError as exc:
             raise ParseError("bad_price", str(exc)) from None
         liquidity = bucket.get("liquidity", 0)
-        if isinstance(liquidity, bool) or not isinstance(liquidity, int | float):
+        if (
+            isinstance(liquidity, bool)
+            or not isinstance(liquidity, int | float)
+            or not 0 <= liquidity < math.inf  # also NaN, Infinity and 1e400 from JSON
+        ):
             raise ParseError("bad_liquidity", f"{side} liquidity {liquidity!r:.40}")
         if best_price < 0 or (price > best_price if pick_max else price < best_price):
             best_price, best_liquidity = price, float(liquidity)

@@ -222,14 +222,18 @@ class HostileGenerator:
         return fixed[:count]
 
 
+def decoded_records(value: bytes | None) -> int:
+    """Records the worker finds in one raw Kafka message (0: undecodable or empty)."""
+    try:
+        return len(codec.decode_raw_batch(value).records)  # type: ignore[arg-type]
+    except Exception:
+        return 0
+
+
 def records_in(value: bytes | None) -> int:
     """How many records the worker must account for in one raw Kafka message: those of a
     decodable RawBatch, else (undecodable or empty) one malformed_batch reject."""
-    try:
-        batch = codec.decode_raw_batch(value)  # type: ignore[arg-type]
-    except Exception:
-        return 1
-    return len(batch.records) or 1
+    return decoded_records(value) or 1
 
 
 async def produce_located(
