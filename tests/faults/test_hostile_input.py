@@ -9,6 +9,7 @@ produced == accepted + rejected exactly, with each bad record in market-data-rej
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -126,6 +127,7 @@ FAR_PAST, FAR_FUTURE = _line_at("0001-01-01T00:00:00Z"), _line_at("9999-12-31T23
 @example(line=FAR_PAST)
 @example(line=FAR_FUTURE)
 @example(line=b"[" * 5000 + b"]" * 5000)
+@example(line=_line_at("2024-01-01T00:00:00Z").replace(b"1}", b"NaN}"))
 def test_parser_raises_only_parse_error(line: bytes) -> None:
     try:
         parsed = parse_oanda_line(line, "fuzz", 1)
@@ -136,6 +138,7 @@ def test_parser_raises_only_parse_error(line: bytes) -> None:
     if not isinstance(parsed, Heartbeat):
         # A parsed tick must fit the wire format (int64 ns, fixed-point prices).
         codec.fill_tick(codec.MarketTick(), parsed)
+        assert 0 <= parsed.bid_volume < math.inf and 0 <= parsed.ask_volume < math.inf
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
