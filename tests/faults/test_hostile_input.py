@@ -122,7 +122,7 @@ def _line_at(time_text: str) -> bytes:
 FAR_PAST, FAR_FUTURE = _line_at("0001-01-01T00:00:00Z"), _line_at("9999-12-31T23:59:59Z")
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(line=lines)
 @example(line=FAR_PAST)
 @example(line=FAR_FUTURE)
@@ -141,7 +141,7 @@ def test_parser_raises_only_parse_error(line: bytes) -> None:
         assert 0 <= parsed.bid_volume < math.inf and 0 <= parsed.ask_volume < math.inf
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=st.lists(records, min_size=1, max_size=12), symbol=st.sampled_from(["EURUSD", "X"]))
 @example(batch=[codec.RawRecord(format="oanda_v20", payload=FAR_PAST)], symbol="EURUSD")
 def test_processor_accounts_for_every_record_and_its_outputs_encode(
