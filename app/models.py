@@ -17,6 +17,8 @@ NS_PER_SECOND = 1_000_000_000
 NS_PER_MS = 1_000_000
 # int64 holds 9.2e18, so with 9 decimals a price may have up to 9 whole digits.
 MAX_WHOLE_DIGITS = 9
+# Times travel as int64 nanoseconds (protobuf): 1677-09-21 .. 2262-04-11.
+MIN_TIME_NS, MAX_TIME_NS = -(2**63), 2**63 - 1
 
 
 def parse_price(text: str) -> int:
@@ -76,7 +78,10 @@ def parse_rfc3339_ns(text: str) -> int:
         if len(_EPOCH_NS_CACHE) > 4096:
             _EPOCH_NS_CACHE.clear()
         _EPOCH_NS_CACHE[head] = seconds_ns
-    return seconds_ns + (int(frac.ljust(9, "0")) if dot else 0)
+    ns = seconds_ns + (int(frac.ljust(9, "0")) if dot else 0)
+    if not MIN_TIME_NS <= ns <= MAX_TIME_NS:
+        raise ValueError(f"time is outside the int64 nanosecond range: {text!r}")
+    return ns
 
 
 @dataclass(slots=True)

@@ -179,6 +179,10 @@ class GroupProcessor:
         symbol = out_key.decode("utf-8", "replace")
         try:
             records = list(codec.decode_raw_batch(value).records)
+            if not records:
+                # Empty bytes, or junk protobuf happens to read as unknown fields only:
+                # nothing to process, but the message must not vanish without a trace.
+                raise ValueError("no records")
         except Exception as exc:  # protobuf's DecodeError, or anything else undecodable
             rejected = Rejected(
                 [MALFORMED_BATCH],

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import random
 import time
@@ -52,7 +53,11 @@ def _best(buckets: Any, side: str, pick_max: bool) -> tuple[int, float]:
         except ValueError as exc:
             raise ParseError("bad_price", str(exc)) from None
         liquidity = bucket.get("liquidity", 0)
-        if isinstance(liquidity, bool) or not isinstance(liquidity, int | float):
+        if (
+            isinstance(liquidity, bool)
+            or not isinstance(liquidity, int | float)
+            or not 0 <= liquidity < math.inf  # also NaN, Infinity and 1e400 from JSON
+        ):
             raise ParseError("bad_liquidity", f"{side} liquidity {liquidity!r:.40}")
         if best_price < 0 or (price > best_price if pick_max else price < best_price):
             best_price, best_liquidity = price, float(liquidity)
@@ -70,7 +75,8 @@ def parse_oanda_line(line: bytes, source: str, receive_time_ns: int) -> Tick | H
         raise ParseError("oversized_line", f"{len(line)} bytes")
     try:
         msg = json.loads(line)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: nesting deeper than the interpreter's stack, within the size limit.
         raise ParseError("malformed_json", str(exc)[:200]) from None
     if not isinstance(msg, dict):
         raise ParseError("not_an_object", f"line is a {type(msg).__name__}")

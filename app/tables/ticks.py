@@ -51,7 +51,14 @@ partition_state = _table("partition-state", "topic/partition -> applied offset, 
 
 
 def items_of(table: faust.Table, field: str) -> list[tuple[str, Any]]:
-    """(symbol, value[field]) of every symbol of this worker's partitions that has it."""
-    return [
-        (key.decode(), value[field]) for key, value in sorted(table.items()) if value.get(field)
-    ]
+    """(symbol, value[field]) of every symbol of this worker's partitions that has it.
+
+    Keys of rejected input are whatever the raw message's key was: maybe not UTF-8, and
+    maybe in several partitions (a message without a key goes round-robin), so keys are
+    decoded with replacement and sorted alone (equal keys would compare the values).
+    """
+    found: dict[str, Any] = {}
+    for key, value in sorted(table.items(), key=lambda item: item[0]):
+        if value.get(field):
+            found[key.decode("utf-8", "replace")] = value[field]
+    return list(found.items())
