@@ -30,6 +30,11 @@ class HealthRegistry:
     def add_check(self, name: str, check: Check) -> None:
         self._checks[name] = check
 
+    def section(self, name: str) -> Any:
+        """The current value of one section (None when no component registered it)."""
+        section = self._sections.get(name)
+        return None if section is None else section()
+
     def report(self) -> dict[str, Any]:
         problems = {name: msg for name, check in self._checks.items() if (msg := check())}
         body: dict[str, Any] = {
