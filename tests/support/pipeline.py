@@ -361,3 +361,24 @@ def nats_env(tag: str) -> dict[str, str]:
         "INGEST__NATS__ACK_TIMEOUT_S": "2",
         "INGEST__NATS__RECONNECT_WAIT_S": "0.5",
     }
+
+
+def describe_differences(clean: RunOutput, faulty: RunOutput, limit: int = 3) -> str:
+    """What a faulty run has that the clean run has not, for the failure message."""
+    lines = []
+    for key, value in sorted(set(faulty.stream) - set(clean.stream))[:limit]:
+        ticks = codec.decode_market_data(value).ticks
+        first = ticks[0].lineage if ticks else None
+        lines.append(
+            f"extra output {key!r}: {len(ticks)} ticks, first from"
+            f" {first.topic}/{first.partition}@{first.offset}"
+            if first
+            else f"extra {key!r}"
+        )
+    for path, view in clean.tables.items():
+        other = faulty.tables.get(path, {})
+        for part in sorted(set(view) | set(other)):
+            if view.get(part) != other.get(part):
+                lines.append(f"{path} differs at {part}: clean {str(view.get(part))[:300]}")
+                lines.append(f"{' ' * len(path)}          faulty {str(other.get(part))[:300]}")
+    return "\n".join(lines)
