@@ -106,20 +106,25 @@ metrics = PipelineMetrics()
 
 @dataclass(slots=True)
 class _Loaded:
-    """A symbol's state for one group, the event it came with, and whether it changed."""
+    """A symbol's state for one group, the event it came with, and whether it changed.
+
+    `applied` maps input partition -> offset of the last raw message of this symbol whose
+    effects are in `state`; it is stored in the same table value as the state, so one
+    changelog record holds both and a crash can never leave one ahead of the other.
+    """
 
     state: SymbolState
+    applied: dict[str, int]
     event: faust.EventT
     changed: bool = False
 
 
 @dataclass(slots=True)
 class _Partition:
-    """An input partition's state for one group: applied offset and broker clocks."""
+    """An input partition's broker clocks for one group (the `stale` rule)."""
 
-    applied: int
     clocks: dict[str, int]
-    event: faust.EventT | None = None  # the group's last event of this partition
+    event: faust.EventT | None = None  # the group's last event that changed them
 
 
 class GroupProcessor:
@@ -138,9 +143,7 @@ class GroupProcessor:
         part = self.partitions.get(guard)
         if part is None:
             value = partition_state.get(guard) or {}
-            part = self.partitions[guard] = _Partition(
-                value.get("applied", -1), value.get("clocks", {})
-            )
+            part = self.partitions[guard] = _Partition(value.get("clocks", {}))
         return part
 
     def _load(self, key: bytes, event: faust.EventT, clocks: dict[str, int]) -> _Loaded:
@@ -154,7 +157,7 @@ class GroupProcessor:
                 best=value.get("best"),
                 rejects=value.get("rejects", {}),
             )
-            loaded = self.loaded[key] = _Loaded(state, event)
+            loaded = self.loaded[key] = _Loaded(state, value.get("applied", {}), event)
         return loaded
 
     def add(self, event: faust.EventT) -> None:
@@ -163,18 +166,14 @@ class GroupProcessor:
         topic, partition, offset = message.topic, message.partition, message.offset
         out_key = key or b""
         part = self._partition(f"{topic}/{partition}".encode())
-        if offset <= part.applied:
-            metrics.skipped_batches += 1
-            log.info(
-                "skip %s/%d@%d: already applied (tables at %d)",
-                topic,
-                partition,
-                offset,
-                part.applied,
-            )
-            return
-        part.applied, part.event = offset, event
         loaded = self._load(out_key, event, part.clocks)
+        applied = loaded.applied.get(str(partition), -1)
+        if offset <= applied:
+            metrics.skipped_batches += 1
+            log.info("skip %s/%d@%d: already applied (at %d)", topic, partition, offset, applied)
+            return
+        loaded.applied[str(partition)] = offset
+        loaded.event = event
         loaded.changed = True
         symbol = out_key.decode("utf-8", "replace")
         try:
@@ -198,6 +197,8 @@ class GroupProcessor:
         result = processor.process(
             symbol, records, topic, partition, offset, loaded.state, self.live
         )
+        if result.changed_clocks:
+            part.event = event
         self._collect(out_key, result, topic, partition, offset)
         self.records += len(records)
         if records:
@@ -248,16 +249,22 @@ class GroupProcessor:
         for key, loaded in self.loaded.items():
             if loaded.changed:
                 state = loaded.state
-                value: dict[str, Any] = {"quotes": state.quotes, "rejects": state.rejects}
+                value: dict[str, Any] = {
+                    "quotes": state.quotes,
+                    "rejects": state.rejects,
+                    "applied": loaded.applied,
+                }
                 if self.live:
                     value["quality"] = state.quality
                     value["best"] = state.best
                 with in_event(loaded.event):
                     self.state_table[key] = value
+        # After the symbols: a crash in between leaves the clocks behind (a laxer `stale`
+        # check for the re-processed ticks), never ahead of the state they summarise.
         for guard, part in self.partitions.items():
             if part.event is not None:
                 with in_event(part.event):
-                    partition_state[guard] = {"applied": part.applied, "clocks": part.clocks}
+                    partition_state[guard] = {"clocks": part.clocks}
 
 
 _TICKS_IN: dict[str, Any] = {}

@@ -15,12 +15,14 @@ raw topic's key, which `table_route` relies on. Values are plain JSON (ints stay
                               "quality": {broker: stats list, see app.quality},
                               "best":    [source, bid, ask, best_bid, best_bid_source,
                                           best_ask, best_ask_source] last emitted choice,
-                              "rejects": {reason: count}}
+                              "rejects": {reason: count},
+                              "applied": {partition: offset of the last raw message of this
+                                          symbol whose effects are in this value}}
+                          State and applied offset in one value: one changelog record, so a
+                          crash never leaves one ahead of the other.
 - historical-symbol-state the same for raw.historical.ticks (quotes and rejects only), kept
                           apart so that history never competes in best price.
 - partition-state         "<topic>/<partition>" -> {
-                              "applied": offset of the last raw message whose effects are
-                                         in the tables (skips re-deliveries after a crash),
                               "clocks":  {source: newest accepted event_ns among this
                                           partition's symbols} (the `stale` rule)}
 """
@@ -47,7 +49,7 @@ def _table(name: str, help: str) -> faust.Table:
 
 symbol_state = _table("symbol-state", "symbol -> quotes, quality, best price, reject counts")
 historical_state = _table("historical-symbol-state", "symbol -> historical quotes and rejects")
-partition_state = _table("partition-state", "topic/partition -> applied offset, broker clocks")
+partition_state = _table("partition-state", "topic/partition -> broker clocks")
 
 
 def items_of(table: faust.Table, field: str) -> list[tuple[str, Any]]:
