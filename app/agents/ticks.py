@@ -32,9 +32,9 @@ from typing import Any
 import faust
 from aiokafka.errors import KafkaError
 
-# faust (pinned 0.15.3) picks a table change's partition from the event being processed;
-# the writes here happen after the group's outputs are acknowledged, so each write is
-# done inside the context of the event it belongs to.
+# faust (pinned 0.15.3) takes a table key's partition - for writes and for RocksDB reads -
+# from the event being processed; groups are read and written outside faust's own
+# iteration, so each access is done inside the context of the event it belongs to.
 from faust.streams import _current_event
 
 from app import codec
@@ -66,7 +66,7 @@ processor = TickProcessor(settings)
 
 @contextmanager
 def in_event(event: faust.EventT) -> Iterator[None]:
-    """Make `event` faust's current event, so table writes go to its partition."""
+    """Make `event` faust's current event: table reads and writes use its partition."""
     token = _current_event.set(weakref.ref(event))
     try:
         yield
@@ -139,17 +139,21 @@ class GroupProcessor:
         self.records = 0
         self.last_receive_ns = 0
 
-    def _partition(self, guard: bytes) -> _Partition:
+    def _partition(self, guard: bytes, event: faust.EventT) -> _Partition:
         part = self.partitions.get(guard)
         if part is None:
-            value = partition_state.get(guard) or {}
+            with in_event(event):
+                value = partition_state.get(guard) or {}
             part = self.partitions[guard] = _Partition(value.get("clocks", {}))
         return part
 
     def _load(self, key: bytes, event: faust.EventT, clocks: dict[str, int]) -> _Loaded:
         loaded = self.loaded.get(key)
         if loaded is None:
-            value = self.state_table.get(key) or {}
+            # faust's RocksDB store reads from the CURRENT event's partition only: read
+            # inside this event's context, or a key of another partition reads as empty.
+            with in_event(event):
+                value = self.state_table.get(key) or {}
             state = SymbolState(
                 quotes=value.get("quotes", {}),
                 clocks=clocks,
@@ -165,7 +169,7 @@ class GroupProcessor:
         key, value, message = event.key, event.value, event.message
         topic, partition, offset = message.topic, message.partition, message.offset
         out_key = key or b""
-        part = self._partition(f"{topic}/{partition}".encode())
+        part = self._partition(f"{topic}/{partition}".encode(), event)
         loaded = self._load(out_key, event, part.clocks)
         applied = loaded.applied.get(str(partition), -1)
         if offset <= applied:
