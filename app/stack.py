@@ -375,7 +375,8 @@ def _kafka_command(cfg: StackConfig, libs: Path) -> list[str]:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         proc = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(props)],
+             # `=` form: a base64url id may start with '-' and parse as an option otherwise
+             f"--cluster-id={cluster_id}", "-c", str(props)],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
