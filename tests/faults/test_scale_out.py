@@ -38,14 +38,6 @@ from tests.support.worker import Worker
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PARTITIONS = 8
-# The same bug scenario 1 reports (tests/faults/test_worker_crash.py): a SIGKILL between
-# the changelog writes of one group leaves the tables of the killed worker's partitions
-# inconsistent; the survivor recovers them from the changelogs.
-STATE_NOT_ATOMIC = (
-    "known bug (see test_worker_crash.STATE_NOT_ATOMIC): the table writes of a group are"
-    " separate changelog records, so a SIGKILL between them leaves the recovered tables"
-    " of the killed worker's partitions inconsistent"
-)
 
 
 async def group_members(bootstrap: str, group: str) -> tuple[str, int]:
@@ -157,5 +149,6 @@ async def test_survivor_takes_over_the_killed_workers_partitions(
     # JetStream holds exactly the distinct messages of market-data-stream.
     assert result.jetstream_count == len(faulty.stream)
     assert result.jetstream_extra == result.extra
-    if result.extra or result.rejects_extra or not result.tables_equal:
-        pytest.xfail(f"{STATE_NOT_ATOMIC}\n{describe_differences(clean, faulty)}")
+    # Nothing else either, and the survivor's tables (its own and the recovered ones) are
+    # the clean run's.
+    assert result.ok, describe_differences(clean, faulty)
