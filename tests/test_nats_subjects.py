@@ -11,7 +11,6 @@ from app.nats_subjects import (
     market_data_subject,
     message_id,
     subject_token,
-    top_level_string,
 )
 from app.settings import ConfigError, load_settings
 
@@ -76,15 +75,17 @@ def test_context_subject_uses_the_provider():
     assert context_subject("market", ctx.SerializeToString()) == "market.context.fred"
 
 
-def test_wire_scan_agrees_with_a_full_decode_for_large_batches():
-    data = _market_data("data-ingestion", ticks=500)
-    assert top_level_string(data, 2) == codec.decode_market_data(data).source
+def test_large_batches_route_by_their_source():
+    data = _market_data("dukascopy", ticks=500)
+    assert market_data_subject("market", data) == "market.dukascopy.ticks"
 
 
 @pytest.mark.parametrize("data", [b"\x12\x10abc", b"\x08", b"\x0b\x00", b"\x12\x02\xff\xfe"])
 def test_corrupt_bytes_raise_wire_format_error(data: bytes):
     with pytest.raises(WireFormatError):
-        top_level_string(data, 2)
+        market_data_subject("market", data)
+    with pytest.raises(WireFormatError):
+        context_subject("market", data)
 
 
 def test_message_id_is_deterministic_and_distinct():
