@@ -27,7 +27,7 @@ from app import stack as local_stack
 from app.stack import StackConfig
 from app.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
 from tests.faults.conftest import TOTAL_TICKS, CleanRun, run_tag
-from tests.support.faults_b import SimulatorProcess, broker_env, crash_lines, wait_for
+from tests.support.faults_b import broker_env, crash_lines, wait_for
 from tests.support.pipeline import (
     collect_run,
     compare_runs,
@@ -38,6 +38,7 @@ from tests.support.pipeline import (
     read_all,
     wait_complete,
 )
+from tests.support.simulator import SimulatorProcess
 from tests.support.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]

@@ -21,13 +21,13 @@ from app.stack import StackConfig
 from app.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
 from tests.support.faults_b import (
     BROKERS,
-    SimulatorProcess,
     accepted_by_quality,
     broker_env,
     crash_lines,
     wait_for,
 )
 from tests.support.kafka import read_topic
+from tests.support.simulator import SimulatorProcess
 from tests.support.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
