@@ -127,29 +127,70 @@ class _Partition:
     event: faust.EventT | None = None  # the group's last event that changed them
 
 
+class InFlight:
+    """State changed by the group whose outputs are not acknowledged yet.
+
+    Its table writes wait for those acknowledgements, so the next group, processed in the
+    meantime, reads these values instead of the (older) tables.
+    """
+
+    def __init__(self) -> None:
+        self.symbols: dict[bytes, _Loaded] = {}
+        self.partitions: dict[bytes, _Partition] = {}
+
+    def hold(self, group: GroupProcessor) -> None:
+        for key, loaded in group.loaded.items():
+            if loaded.changed:
+                self.symbols[key] = loaded
+        for guard, part in group.partitions.items():
+            if part.event is not None:
+                self.partitions[guard] = part
+
+    def release(self, group: GroupProcessor) -> None:
+        """After `group`'s writes: forget what no later group changed since."""
+        for key, loaded in group.loaded.items():
+            if self.symbols.get(key) is loaded:
+                del self.symbols[key]
+        for guard, part in group.partitions.items():
+            if self.partitions.get(guard) is part:
+                del self.partitions[guard]
+
+
 class GroupProcessor:
     """One group of raw messages of one agent: state read once, written once."""
 
-    def __init__(self, live: bool) -> None:
+    def __init__(self, live: bool, in_flight: InFlight | None = None) -> None:
         self.live = live
+        self.in_flight = in_flight or InFlight()
         self.state_table = symbol_state if live else historical_state
         self.loaded: dict[bytes, _Loaded] = {}
         self.partitions: dict[bytes, _Partition] = {}
         self.outputs: list[tuple[faust.TopicT, bytes, bytes]] = []
+        self.pending: list[asyncio.Future[Any]] = []
+        self.snapshot: list[tuple[faust.TableT, bytes, dict[str, Any], faust.EventT]] = []
         self.records = 0
         self.last_receive_ns = 0
 
     def _partition(self, guard: bytes, event: faust.EventT) -> _Partition:
         part = self.partitions.get(guard)
         if part is None:
-            with in_event(event):
-                value = partition_state.get(guard) or {}
-            part = self.partitions[guard] = _Partition(value.get("clocks", {}))
+            held = self.in_flight.partitions.get(guard)
+            if held is not None:
+                clocks = held.clocks
+            else:
+                with in_event(event):
+                    clocks = (partition_state.get(guard) or {}).get("clocks", {})
+            part = self.partitions[guard] = _Partition(clocks)
         return part
 
     def _load(self, key: bytes, event: faust.EventT, clocks: dict[str, int]) -> _Loaded:
         loaded = self.loaded.get(key)
         if loaded is None:
+            held = self.in_flight.symbols.get(key)
+            if held is not None:
+                held.state.clocks = clocks
+                loaded = self.loaded[key] = _Loaded(held.state, held.applied, event)
+                return loaded
             # faust's RocksDB store reads from the CURRENT event's partition only: read
             # inside this event's context, or a key of another partition reads as empty.
             with in_event(event):
@@ -227,8 +268,37 @@ class GroupProcessor:
             for reason in rej.reasons:
                 REJECTS.labels(rej.stage, reason).inc()
 
-    async def publish(self) -> None:
-        """Send every output without awaiting each, then wait for all acknowledgements.
+    def freeze(self) -> None:
+        """Copy what this group will write, before the next group changes the same state."""
+        for key, loaded in self.loaded.items():
+            if loaded.changed:
+                state = loaded.state
+                value: dict[str, Any] = {
+                    "quotes": dict(state.quotes),
+                    "rejects": dict(state.rejects),
+                    "applied": dict(loaded.applied),
+                }
+                if self.live:
+                    value["quality"] = {b: list(v) for b, v in state.quality.items()}
+                    value["best"] = state.best
+                self.snapshot.append((self.state_table, key, value, loaded.event))
+        # After the symbols: a crash in between leaves the clocks behind (a laxer `stale`
+        # check for the re-processed ticks), never ahead of the state they summarise.
+        for guard, part in self.partitions.items():
+            if part.event is not None:
+                self.snapshot.append(
+                    (partition_state, guard, {"clocks": dict(part.clocks)}, part.event)
+                )
+        self.in_flight.hold(self)
+
+    async def send(self) -> None:
+        """Hand every output to the producer; the acknowledgements come later."""
+        self.pending = [
+            await topic.send(key=key, value=value) for topic, key, value in self.outputs
+        ]
+
+    async def acknowledged(self) -> None:
+        """Wait for every output's acknowledgement.
 
         A failed send (Kafka unreachable past the producer's own retries) sends the whole
         group again after a pause rather than dropping anything: copies are identical
@@ -237,38 +307,24 @@ class GroupProcessor:
         delay = 0.1
         while True:
             try:
-                pending = [
-                    await topic.send(key=key, value=value) for topic, key, value in self.outputs
-                ]
-                if pending:
-                    await asyncio.gather(*pending)
+                if self.pending:
+                    await asyncio.gather(*self.pending)
                 return
             except KafkaError as exc:
                 log.warning("outputs not acknowledged (%r); sending again in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, PUBLISH_RETRY_MAX_S)
+                try:
+                    await self.send()
+                except KafkaError as again:
+                    log.warning("sending again failed: %r", again)
 
     def write_tables(self) -> None:
         """Each changed key once; called only after the outputs are acknowledged."""
-        for key, loaded in self.loaded.items():
-            if loaded.changed:
-                state = loaded.state
-                value: dict[str, Any] = {
-                    "quotes": state.quotes,
-                    "rejects": state.rejects,
-                    "applied": loaded.applied,
-                }
-                if self.live:
-                    value["quality"] = state.quality
-                    value["best"] = state.best
-                with in_event(loaded.event):
-                    self.state_table[key] = value
-        # After the symbols: a crash in between leaves the clocks behind (a laxer `stale`
-        # check for the re-processed ticks), never ahead of the state they summarise.
-        for guard, part in self.partitions.items():
-            if part.event is not None:
-                with in_event(part.event):
-                    partition_state[guard] = {"clocks": part.clocks}
+        for table, key, value, event in self.snapshot:
+            with in_event(event):
+                table[key] = value
+        self.in_flight.release(self)
 
 
 _TICKS_IN: dict[str, Any] = {}
@@ -295,23 +351,30 @@ def _count_in(records: list[codec.RawRecord]) -> None:
         child.inc(count)
 
 
-async def process_group(events: Sequence[faust.EventT], live: bool) -> None:
-    started = time.perf_counter()
-    group = GroupProcessor(live)
+def process_group(
+    events: Sequence[faust.EventT], live: bool, in_flight: InFlight
+) -> GroupProcessor:
+    """Run a group through the rules; its state stays in memory until written."""
+    group = GroupProcessor(live, in_flight)
     for event in events:
         group.add(event)
-    await group.publish()
-    group.write_tables()
-    metrics.observe(started, len(events), group.records, group.last_receive_ns)
+    group.freeze()
+    return group
 
 
 class GroupFeeder:
-    """Collects an agent's events while the previous group is in flight, then hands the
-    whole lot to `process_group` and acks the events once their effects are stored."""
+    """Feeds an agent's events to the rules in groups and finishes them in order.
+
+    A group is what accumulated while the previous one was being processed and sent. The
+    next group is processed while the previous one waits for its acknowledgements (so
+    the worker computes while Kafka confirms); a group's tables are written, and its
+    events acked, only after its own outputs are acknowledged.
+    """
 
     def __init__(self, live: bool) -> None:
         self.live = live
         self.pending: list[faust.EventT] = []
+        self.in_flight = InFlight()
         self.running: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
         self.room.set()
@@ -327,22 +390,38 @@ class GroupFeeder:
             await self.room.wait()
 
     def stop(self) -> None:
-        """With the agent: a group still in flight is abandoned unacked (re-read later)."""
+        """With the agent: groups still in flight are abandoned unacked (re-read later)."""
         if self.running is not None and not self.running.done():
             self.running.cancel()
 
     async def _drain(self) -> None:
-        while self.pending:
-            events, self.pending = self.pending, []
+        previous: tuple[GroupProcessor, list[faust.EventT], float] | None = None
+        try:
+            while self.pending or previous is not None:
+                current = None
+                if self.pending:
+                    events, self.pending = self.pending, []
+                    self.room.set()
+                    started = time.perf_counter()
+                    group = process_group(events, self.live, self.in_flight)
+                    await group.send()
+                    current = (group, events, started)
+                if previous is not None:
+                    await self._finish(*previous)
+                previous = current
+        except Exception:
+            log.exception("raw message group failed; not acked, re-read after a restart")
             self.room.set()
-            try:
-                await process_group(events, self.live)
-            except Exception:
-                log.exception("group of %d raw messages failed; not acked", len(events))
-                self.room.set()
-                raise
-            for event in events:
-                event.ack()
+            raise
+
+    async def _finish(
+        self, group: GroupProcessor, events: list[faust.EventT], started: float
+    ) -> None:
+        await group.acknowledged()
+        group.write_tables()
+        for event in events:
+            event.ack()
+        metrics.observe(started, len(events), group.records, group.last_receive_ns)
 
 
 @app.agent(raw_broker_ticks)
