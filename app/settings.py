@@ -55,6 +55,8 @@ class KafkaSettings(Section):
     # which serialised every send behind the previous acks=all round trip.
     producer_max_batch_size: int = Field(524_288, gt=0, le=1_000_000)
     commit_interval_s: float = Field(1.0, gt=0)
+    # Longest wait of a consumer fetch without data (faust's fixed 1500 ms stalled runs).
+    fetch_max_wait_ms: int = Field(100, gt=0, le=1500)
     # How long a dead worker keeps its partitions before the group moves them on.
     session_timeout_s: float = Field(10.0, ge=6)
     heartbeat_interval_s: float = Field(3.0, gt=0)
