@@ -102,10 +102,6 @@ class Tick:
     index: int = 0
 
     @property
-    def spread(self) -> int:
-        return self.ask - self.bid
-
-    @property
     def mid2(self) -> int:
         """Twice the mid price: exact in integers."""
         return self.ask + self.bid

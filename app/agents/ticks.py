@@ -81,7 +81,6 @@ class PipelineMetrics:
         self.alpha = alpha
         self.batches = 0
         self.ticks = 0
-        self.skipped_batches = 0
         self.batch_ms = 0.0
         self.distribution_latency_ms: float | None = None
 
@@ -214,7 +213,6 @@ class GroupProcessor:
         loaded = self._load(out_key, event, part.clocks)
         applied = loaded.applied.get(str(partition), -1)
         if offset <= applied:
-            metrics.skipped_batches += 1
             log.info("skip %s/%d@%d: already applied (at %d)", topic, partition, offset, applied)
             return
         loaded.applied[str(partition)] = offset
