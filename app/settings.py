@@ -55,6 +55,10 @@ class KafkaSettings(Section):
     # which serialised every send behind the previous acks=all round trip.
     producer_max_batch_size: int = Field(524_288, gt=0, le=1_000_000)
     commit_interval_s: float = Field(1.0, gt=0)
+    # Acknowledged groups' table writes are merged over this long: a key is written once
+    # per interval instead of once per raw message (at most this much more to re-process
+    # after a crash; outputs are never delayed by it).
+    table_write_interval_ms: float = Field(50.0, gt=0, le=10_000)
     # Longest wait of a consumer fetch without data (faust's fixed 1500 ms stalled runs).
     fetch_max_wait_ms: int = Field(100, gt=0, le=1500)
     # How long a dead worker keeps its partitions before the group moves them on.

@@ -8,7 +8,10 @@ lone message waits for nothing). For a group:
 2. produce the outputs (one MarketDataStream per input message that changed something,
    one Rejection per rejected record) and wait for Kafka to acknowledge them all at once,
 3. only then write each changed table key once, and then ack the input events (the
-   stream is `noack`: faust commits an offset only once its event is acked).
+   stream is `noack`: faust commits an offset only once its event is acked). The writes
+   of consecutive acknowledged groups are merged and made at most every
+   `kafka.table_write_interval_ms`: a key changed by fifty single-tick groups is written
+   (RocksDB + changelog record) once, not fifty times.
 
 Guarantee: at-least-once without loss. The order outputs-acked -> state-written ->
 offsets-committed means a crash at any point either re-processes a message with its
@@ -60,6 +63,7 @@ log = logging.getLogger(__name__)
 
 GROUP_MAX = 500  # raw messages per group; the agent waits when this many are pending
 PUBLISH_RETRY_MAX_S = 5.0
+WRITE_INTERVAL_S = settings.kafka.table_write_interval_ms / 1000
 
 processor = TickProcessor(settings)
 
@@ -317,12 +321,50 @@ class GroupProcessor:
                 except KafkaError as again:
                     log.warning("sending again failed: %r", again)
 
-    def write_tables(self) -> None:
-        """Each changed key once; called only after the outputs are acknowledged."""
-        for table, key, value, event in self.snapshot:
-            with in_event(event):
-                table[key] = value
-        self.in_flight.release(self)
+
+class Acknowledged:
+    """Groups whose outputs Kafka acknowledged and whose state is not written yet.
+
+    `write` merges them: each table key gets its newest value once (values are whole
+    snapshots, so the newest one holds the effects of every group before it), symbols
+    before partition clocks as within one group. Only then are the groups' events acked.
+    """
+
+    def __init__(self, in_flight: InFlight) -> None:
+        self.in_flight = in_flight
+        self.groups: list[tuple[GroupProcessor, list[faust.EventT]]] = []
+
+    def add(self, group: GroupProcessor, events: list[faust.EventT]) -> None:
+        self.groups.append((group, events))
+
+    def write(self) -> None:
+        groups, self.groups = self.groups, []
+        if not groups:
+            return
+        owned = app.assignor.assigned_actives()
+        symbols: dict[tuple[str, bytes], tuple[faust.TableT, dict[str, Any], faust.EventT]] = {}
+        partitions: dict[bytes, tuple[dict[str, Any], faust.EventT]] = {}
+        for group, _events in groups:
+            for table, key, value, event in group.snapshot:
+                if table is partition_state:
+                    partitions[key] = (value, event)
+                else:
+                    symbols[(table.name, key)] = (table, value, event)
+        # A partition revoked meanwhile belongs to another worker now: its events stay
+        # unacked (that worker re-reads them) and its keys are not written from here.
+        for (_name, key), (table, value, event) in symbols.items():
+            if event.message.tp in owned:
+                with in_event(event):
+                    table[key] = value
+        for key, (value, event) in partitions.items():
+            if event.message.tp in owned:
+                with in_event(event):
+                    partition_state[key] = value
+        for group, events in groups:
+            self.in_flight.release(group)
+            for event in events:
+                if event.message.tp in owned:
+                    event.ack()
 
 
 _TICKS_IN: dict[str, Any] = {}
@@ -366,18 +408,25 @@ class GroupFeeder:
     A group is what accumulated while the previous one was being processed and sent. The
     next group is processed while the previous one waits for its acknowledgements (so
     the worker computes while Kafka confirms); a group's tables are written, and its
-    events acked, only after its own outputs are acknowledged.
+    events acked, only after its own outputs are acknowledged - together with the other
+    groups acknowledged within the same write interval.
     """
 
-    def __init__(self, live: bool) -> None:
+    def __init__(self, live: bool, write_interval_s: float) -> None:
         self.live = live
+        self.write_interval_s = write_interval_s
         self.pending: list[faust.EventT] = []
         self.in_flight = InFlight()
+        self.acknowledged = Acknowledged(self.in_flight)
+        self.write_timer: asyncio.TimerHandle | None = None
+        self.failed: Exception | None = None
         self.running: asyncio.Task[None] | None = None
         self.room = asyncio.Event()
         self.room.set()
 
     async def add(self, event: faust.EventT) -> None:
+        if self.failed is not None:
+            raise self.failed
         if self.running is not None and self.running.done():
             self.running.result()  # a failed group stops the agent loudly (faust restarts it)
         self.pending.append(event)
@@ -388,9 +437,11 @@ class GroupFeeder:
             await self.room.wait()
 
     def stop(self) -> None:
-        """With the agent: groups still in flight are abandoned unacked (re-read later)."""
+        """With the agent: groups not written yet are abandoned unacked (re-read later)."""
         if self.running is not None and not self.running.done():
             self.running.cancel()
+        if self.write_timer is not None:
+            self.write_timer.cancel()
 
     async def _drain(self) -> None:
         previous: tuple[GroupProcessor, list[faust.EventT], float] | None = None
@@ -416,16 +467,28 @@ class GroupFeeder:
         self, group: GroupProcessor, events: list[faust.EventT], started: float
     ) -> None:
         await group.acknowledged()
-        group.write_tables()
-        for event in events:
-            event.ack()
         metrics.observe(started, len(events), group.records, group.last_receive_ns)
+        self.acknowledged.add(group, events)
+        if self.write_timer is None:
+            self.write_timer = asyncio.get_running_loop().call_later(
+                self.write_interval_s, self._write
+            )
+
+    def _write(self) -> None:
+        self.write_timer = None
+        try:
+            self.acknowledged.write()
+        except Exception as exc:
+            # Its events stay unacked (re-read after a restart); the agent's next event
+            # raises this, so faust sees the agent fail instead of it silently stalling.
+            log.exception("table write failed")
+            self.failed = exc
 
 
 @app.agent(raw_broker_ticks)
 async def process_broker_ticks(stream: Any) -> None:
     """Live broker ticks: validation, broker quality, best price across brokers."""
-    feeder = GroupFeeder(live=True)
+    feeder = GroupFeeder(live=True, write_interval_s=WRITE_INTERVAL_S)
     try:
         async for event in stream.noack().events():
             await feeder.add(event)
@@ -436,7 +499,7 @@ async def process_broker_ticks(stream: Any) -> None:
 @app.agent(raw_historical_ticks)
 async def process_historical_ticks(stream: Any) -> None:
     """Historical ticks: validation, then passed through per source."""
-    feeder = GroupFeeder(live=False)
+    feeder = GroupFeeder(live=False, write_interval_s=WRITE_INTERVAL_S)
     try:
         async for event in stream.noack().events():
             await feeder.add(event)
