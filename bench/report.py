@@ -108,8 +108,9 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], env: dict[str, A
         lines += [
             "## Codec: MarketDataStream protobuf vs `json` (same content, per tick)", "",
             "| ticks/message | pb B | json B | size ratio | pb enc us | json enc us | pb dec us "
-            "| json dec us | round-trip speed-up |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| json dec us | round-trip speed-up | pb parse us | json loads us "
+            "| speed-up, parse only |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]  # fmt: skip
         for row in results["codec"]["rows"]:
             lines.append(
@@ -117,7 +118,8 @@ def markdown(results: dict[str, Any], settings: dict[str, Any], env: dict[str, A
                 f"{row['json_bytes_per_tick']:.0f} | **{row['size_ratio']:.2f}x** | "
                 f"{row['proto_encode_us']:.2f} | {row['json_encode_us']:.2f} | "
                 f"{row['proto_decode_us']:.2f} | {row['json_decode_us']:.2f} | "
-                f"**{row['round_trip_speedup']:.2f}x** |"
+                f"**{row['round_trip_speedup']:.2f}x** | {row['proto_parse_us']:.2f} | "
+                f"{row['json_parse_us']:.2f} | {row['parse_only_speedup']:.2f}x |"
             )
         lines.append("")
     if results.get("targets"):
