@@ -12,7 +12,7 @@ import sys
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from app.kafka_consumer import set_fetch_max_wait
+from app.kafka_consumer import pause_own_changelogs, set_fetch_max_wait
 from app.settings import ConfigError, Settings, get_settings
 
 try:
@@ -49,6 +49,7 @@ def create_app(cfg: Settings) -> faust.App:
 
 set_fetch_max_wait(settings.kafka.fetch_max_wait_ms)
 app = create_app(settings)
+app.on_rebalance_complete.connect(pause_own_changelogs)
 # faust's worker leaves these at DEBUG; each logs a record per Kafka message sent (measured:
 # about 3% of the worker's CPU at one tick per message), which nobody reads at INFO.
 for _chatty in ("faust.topics", "aiokafka.producer.producer"):

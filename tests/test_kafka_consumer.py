@@ -24,3 +24,32 @@ def test_worker_consumer_gets_the_configured_fetch_wait(monkeypatch: pytest.Monk
     consumer = thread_class._create_worker_consumer(object(), "transport")
     assert consumer is built
     assert consumer._fetch_max_wait_ms == get_settings().kafka.fetch_max_wait_ms == 100
+
+
+def test_only_changelogs_of_own_active_tables_are_paused() -> None:
+    """Source partitions and standby changelogs are still fetched; own changelogs are not."""
+    from faust.types import TP
+
+    from app.kafka_consumer import own_changelog_partitions
+
+    actives = {
+        TP("raw.broker.ticks", 0),
+        TP("app-symbol-state-changelog", 0),
+        TP("app-partition-state-changelog", 0),
+    }
+    standbys = {TP("app-symbol-state-changelog", 1)}
+    fake_app = SimpleNamespace(
+        assignor=SimpleNamespace(
+            # a partition listed as both (never expected) stays fetched: standby wins
+            assigned_actives=lambda: actives | standbys,
+            assigned_standbys=lambda: standbys,
+        ),
+        tables=SimpleNamespace(
+            changelog_topics={"app-symbol-state-changelog", "app-partition-state-changelog"}
+        ),
+    )
+    paused = own_changelog_partitions(fake_app)  # type: ignore[arg-type]
+    assert [(tp.topic, tp.partition) for tp in paused] == [
+        ("app-partition-state-changelog", 0),
+        ("app-symbol-state-changelog", 0),
+    ]
