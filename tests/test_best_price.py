@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.best_price import choose_best
+from app.best_price import UNKNOWN_PRIORITY, choose_best
 
 MS = 1_000_000
 T0 = 1_796_029_200_000_000_000
@@ -85,3 +87,36 @@ def test_choice_is_the_minimum_fresh_spread_and_order_independent(quotes: dict):
     assert best[5] == min(v[2] for v in fresh.values())
     reversed_quotes = dict(reversed(list(quotes.items())))
     assert choose_best(reversed_quotes, now, MAX_AGE, PRIORITIES) == best
+
+
+def _reference_choice(quotes: dict, now_ns: int, max_age_ns: int, priorities: dict) -> list | None:
+    """The rule as written in the module docstring: minimum of (value, priority, name)."""
+    fresh = {s: q for s, q in quotes.items() if q[0] >= now_ns - max_age_ns}
+    if not fresh:
+        return None
+
+    def rank(s: str) -> int:
+        return priorities.get(s, UNKNOWN_PRIORITY)
+
+    chosen = min(fresh, key=lambda s: (fresh[s][2] - fresh[s][1], rank(s), s))
+    best_bid = min(fresh, key=lambda s: (-fresh[s][1], rank(s), s))
+    best_ask = min(fresh, key=lambda s: (fresh[s][2], rank(s), s))
+    return [
+        chosen, fresh[chosen][1], fresh[chosen][2],
+        fresh[best_bid][1], best_bid, fresh[best_ask][2], best_ask,
+    ]  # fmt: skip
+
+
+def test_choice_matches_the_rule_on_random_books() -> None:
+    """Ties everywhere (few price levels, equal priorities, unknown brokers, expiry)."""
+    rng = random.Random(3)
+    priorities = {"a": 1, "b": 2, "c": 2}
+    for _ in range(20_000):
+        names = rng.sample(["a", "b", "c", "d", "e"], rng.randint(0, 5))
+        quotes = {
+            s: [rng.randint(0, 10), rng.choice([100, 101, 102]), rng.choice([102, 103, 104])]
+            for s in names
+        }
+        now = rng.randint(5, 12)
+        expected = _reference_choice(quotes, now, 5, priorities)
+        assert choose_best(quotes, now, 5, priorities) == expected, (quotes, now)
