@@ -70,6 +70,7 @@ class BatchResult:
     rejected: list[Rejected] = field(default_factory=list)
     changed_clocks: set[str] = field(default_factory=set)
     accepted: int = 0
+    records_by_source: dict[str, int] = field(default_factory=dict)  # input, for metrics
 
 
 def quote_of(tick: Tick) -> list:
@@ -177,11 +178,13 @@ class TickProcessor:
         quality = state.quality
         params = self.quality_params
         best = state.best
+        by_source = result.records_by_source
         for index, record in enumerate(records):
             tick: Tick | None = None
             try:
                 tick = self.tick_of(record, topic, partition, offset, index)
                 source = tick.source
+                by_source[source] = by_source.get(source, 0) + 1
                 if tick.symbol != symbol:
                     reasons = [SYMBOL_KEY_MISMATCH]
                     detail = f"tick symbol {tick.symbol!r:.40} in a message keyed {symbol!r}"
@@ -219,10 +222,13 @@ class TickProcessor:
                     detail = describe(tick, reasons, last, limits)
                 self._reject(result, state, record, reasons, detail, STAGE_VALIDATE, index, live)
             except ParseError as exc:
+                by_source[record.source] = by_source.get(record.source, 0) + 1
                 self._reject(
                     result, state, record, [exc.reason], exc.detail, STAGE_PARSE, index, live
                 )
             except Exception as exc:
+                if tick is None:
+                    by_source[record.source] = by_source.get(record.source, 0) + 1
                 log.exception(
                     "internal error on %s record %d at %s/%d@%d",
                     symbol,

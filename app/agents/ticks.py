@@ -251,7 +251,7 @@ class GroupProcessor:
         if records:
             last = records[-1]
             self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
-            _count_in(records)
+            _count_in(result.records_by_source)
 
     def _collect(
         self, key: bytes, result: BatchResult, topic: str, partition: int, offset: int
@@ -379,12 +379,8 @@ def _ticks_out(stream: str) -> Any:
     return child
 
 
-def _count_in(records: list[codec.RawRecord]) -> None:
-    counts: dict[str, int] = {}
-    for record in records:
-        source = record.tick.source or record.source
-        counts[source] = counts.get(source, 0) + 1
-    for source, count in counts.items():
+def _count_in(records_by_source: dict[str, int]) -> None:
+    for source, count in records_by_source.items():
         child = _TICKS_IN.get(source)
         if child is None:
             child = _TICKS_IN[source] = TICKS_IN.labels(source)

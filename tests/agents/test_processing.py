@@ -53,6 +53,7 @@ def test_best_price_emitted_only_on_change_and_fails_over():
     assert state.quotes["ic_markets"][0] == T0 + 100 * MS
     assert result.emitted[1].tick.offset == 7 and result.emitted[1].tick.index == 1
     assert state.quality["pepperstone"][0] == 3
+    assert result.records_by_source == {"pepperstone": 3, "ic_markets": 1}
 
 
 def test_rejects_carry_reasons_stage_and_record_and_do_not_move_state():
@@ -88,6 +89,7 @@ def test_rejects_carry_reasons_stage_and_record_and_do_not_move_state():
         "symbol_key_mismatch": 1,
     }
     assert state.quality["ic_markets"][1] == 5
+    assert result.records_by_source == {"ic_markets": 6}  # every input record, parsed or not
 
 
 def test_payload_is_parsed_when_tick_is_unset():
