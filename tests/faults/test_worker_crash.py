@@ -22,6 +22,7 @@ from tests.support.pipeline import (
     describe_differences,
     nats_env,
     output_count,
+    wait_committed,
     wait_complete,
 )
 from tests.support.worker import Worker
@@ -72,6 +73,8 @@ async def test_sigkill_mid_stream_loses_nothing(
             recovery = await restart_until_output_grows(second, bootstrap, at_kill) - killed_at
             await wait_complete(bootstrap, stack.nats_url, stream, clean)
             faulty = await collect_run(bootstrap, stack.nats_url, stream, [second])
+            # and the restarted worker commits everything it re-read (its lag reaches 0)
+            await wait_committed(bootstrap, app_id, timeout=30)
         finally:
             second.stop()
     finally:
