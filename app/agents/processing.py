@@ -213,9 +213,11 @@ class TickProcessor:
                             if choice is not None and choice != best:
                                 best = choice
                                 src = choice[B_SOURCE]
-                                result.emitted.append(
-                                    BestPrice(tick_of_quote(symbol, src, quotes[src]), *choice[3:7])
-                                )
+                                # mostly the tick just accepted: its quote is this tick
+                                chosen = tick if src == source else None
+                                if chosen is None:
+                                    chosen = tick_of_quote(symbol, src, quotes[src])
+                                result.emitted.append(BestPrice(chosen, *choice[3:7]))
                         else:
                             result.passed.setdefault(source, []).append(tick)
                         continue
