@@ -1,0 +1,1 @@
+"""Background services of the worker that are neither sources nor agents (autodiscovered)."""
