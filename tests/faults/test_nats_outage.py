@@ -215,3 +215,68 @@ async def test_nats_down_30s_nothing_lost_nothing_duplicated(
     assert duplicated == 0
     assert set(stored_counts) == distinct
     assert len(stored) == len(distinct)
+
+
+async def test_worker_killed_while_nats_is_down_nothing_lost_nothing_duplicated(
+    clean_kafka: StackConfig, js_names: tuple[str, str], tmp_path: Path, app_id: str
+) -> None:
+    """Two workers; NATS stops, one worker is SIGKILLed and the group rebalances while
+    the bridge cannot publish, then NATS comes back. What the dead worker's bridge had
+    taken but not published is re-read by the survivor: JetStream gets every distinct
+    market-data-stream message exactly once."""
+    prefix, stream = js_names
+    bootstrap = clean_kafka.kafka_bootstrap
+    await create_topics(bootstrap, [RAW_BROKER_TICKS, MARKET_DATA_STREAM, MARKET_DATA_REJECTS], 4)
+    env = {
+        "INGEST__NATS__SUBJECT_PREFIX": prefix,
+        "INGEST__NATS__STREAM_NAME": stream,
+        "INGEST__NATS__ACK_TIMEOUT_S": "2",
+        "INGEST__NATS__RECONNECT_WAIT_S": "0.5",
+        "INGEST__KAFKA__SESSION_TIMEOUT_S": "6",
+        "INGEST__KAFKA__HEARTBEAT_INTERVAL_S": "1",
+    }
+    feed = TickFeed(bootstrap)
+    nats_url = clean_kafka.nats_url
+    with (
+        Worker(clean_kafka, tmp_path / "a", app_id, env=env) as survivor,
+        Worker(clean_kafka, tmp_path / "b", app_id, env=env) as victim,
+    ):
+        feeding = asyncio.create_task(feed.run())
+        try:
+            await wait_for(lambda: victim.health()["status"] == "healthy", 30, "both workers")
+            deadline = time.monotonic() + 30
+            while await jetstream_count(nats_url, stream) < 20:
+                assert time.monotonic() < deadline, "nothing reached JetStream before the outage"
+                await asyncio.sleep(0.3)
+            await asyncio.to_thread(local_stack.stop, clean_kafka, "nats")
+            await asyncio.sleep(5)  # both bridges take messages they cannot publish
+            victim.kill()
+            await asyncio.sleep(12)  # session timeout 6 s: the survivor gets every partition
+            await asyncio.to_thread(local_stack.start, clean_kafka, "nats")
+
+            def caught_up() -> bool:
+                h = survivor.health()
+                return h["status"] == "healthy" and h["nats_bridge"]["lag_messages"] == 0
+
+            await wait_for(caught_up, 60, "the survivor's bridge to catch up")
+            await asyncio.sleep(2)
+        finally:
+            feed.stopping.set()
+            await feeding
+        await wait_for(lambda: survivor.health()["nats_bridge"]["lag_messages"] == 0, 30, "lag 0")
+
+    distinct = {m.value for m in await read_topic(bootstrap, MARKET_DATA_STREAM, idle=2)}
+    deadline = time.monotonic() + 30
+    while await jetstream_count(nats_url, stream) < len(distinct) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    stored = Counter(await jetstream_payloads(nats_url, stream))
+    lost = len(distinct - set(stored))
+    duplicated = sum(n - 1 for n in stored.values())
+    print(
+        f"\nscenario 3b worker killed while NATS down: raw messages={feed.sent}"
+        f" market-data-stream distinct={len(distinct)} jetstream={sum(stored.values())}"
+        f" lost={lost} duplicated={duplicated}"
+    )
+    assert len(distinct) > feed.sent / 2
+    assert (lost, duplicated) == (0, 0)
+    assert set(stored) == distinct
