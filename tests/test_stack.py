@@ -14,15 +14,19 @@ import pytest
 
 from app import stack
 from app.stack import StackConfig, StackError
+from tests.conftest import PORT_BASE
 
 
 def _cfg(run_dir: Path) -> StackConfig:
+    # Below the ephemeral range (32768-60999 here), where a client socket of the session
+    # stack once held 39092 and failed this test; offset from the session stack's ports.
+    base = PORT_BASE + 500
     return StackConfig(
         run_dir=run_dir,
-        kafka_port=39092,
-        controller_port=39093,
-        nats_port=34222,
-        nats_monitor_port=38222,
+        kafka_port=base + 92,
+        controller_port=base + 93,
+        nats_port=base + 222,
+        nats_monitor_port=base + 300,  # the session stack monitors on PORT_BASE + 822
         timeout=60,
     )
 
