@@ -24,6 +24,7 @@ from app import codec
 from app import stack as local_stack
 from app.stack import StackConfig
 from app.topics import MARKET_DATA_REJECTS, MARKET_DATA_STREAM, RAW_BROKER_TICKS
+from tests.faults.conftest import FAST_REBALANCE
 from tests.support.faults_b import BROKERS, wait_for
 from tests.support.kafka import create_topics, read_topic
 from tests.support.pipeline import wait_committed
@@ -125,18 +126,23 @@ async def jetstream_count(url: str, stream: str) -> int:
         await nc.close()
 
 
-async def test_nats_down_30s_nothing_lost_nothing_duplicated(
-    clean_kafka: StackConfig, js_names: tuple[str, str], tmp_path: Path, app_id: str
-) -> None:
-    prefix, stream = js_names
-    bootstrap = clean_kafka.kafka_bootstrap
+async def prepare(bootstrap: str, prefix: str, stream: str) -> dict[str, str]:
+    """The pipeline's topics (4 partitions) and a worker env publishing to `stream`."""
     await create_topics(bootstrap, [RAW_BROKER_TICKS, MARKET_DATA_STREAM, MARKET_DATA_REJECTS], 4)
-    env = {
+    return {
         "INGEST__NATS__SUBJECT_PREFIX": prefix,
         "INGEST__NATS__STREAM_NAME": stream,
         "INGEST__NATS__ACK_TIMEOUT_S": "2",
         "INGEST__NATS__RECONNECT_WAIT_S": "0.5",
     }
+
+
+async def test_nats_down_30s_nothing_lost_nothing_duplicated(
+    clean_kafka: StackConfig, js_names: tuple[str, str], tmp_path: Path, app_id: str
+) -> None:
+    prefix, stream = js_names
+    bootstrap = clean_kafka.kafka_bootstrap
+    env = await prepare(bootstrap, prefix, stream)
     feed = TickFeed(bootstrap)
     with Worker(clean_kafka, tmp_path, app_id, env=env) as worker:
         feeding = asyncio.create_task(feed.run())
@@ -227,15 +233,7 @@ async def test_worker_killed_while_nats_is_down_nothing_lost_nothing_duplicated(
     market-data-stream message exactly once."""
     prefix, stream = js_names
     bootstrap = clean_kafka.kafka_bootstrap
-    await create_topics(bootstrap, [RAW_BROKER_TICKS, MARKET_DATA_STREAM, MARKET_DATA_REJECTS], 4)
-    env = {
-        "INGEST__NATS__SUBJECT_PREFIX": prefix,
-        "INGEST__NATS__STREAM_NAME": stream,
-        "INGEST__NATS__ACK_TIMEOUT_S": "2",
-        "INGEST__NATS__RECONNECT_WAIT_S": "0.5",
-        "INGEST__KAFKA__SESSION_TIMEOUT_S": "6",
-        "INGEST__KAFKA__HEARTBEAT_INTERVAL_S": "1",
-    }
+    env = {**await prepare(bootstrap, prefix, stream), **FAST_REBALANCE}
     feed = TickFeed(bootstrap)
     nats_url = clean_kafka.nats_url
     with (
