@@ -17,12 +17,10 @@ once recovery is done (measured at 200 single-tick messages/s: worker CPU 58% ->
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from typing import Any
 
 import faust
 from aiokafka.structs import TopicPartition
-from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
@@ -72,30 +70,3 @@ async def pause_own_changelogs(app: faust.App, **_: Any) -> None:
 
     await thread.call_thread(pause)
     log.info("not fetching %d changelog partitions of own active tables", len(tps))
-
-
-def ignore_offset_gaps(topics: Iterable[str]) -> None:
-    """Stop faust from filling "gaps" in the offsets it reads from `topics`.
-
-    faust records a gap when a message's offset jumps past the last offset it read (meant
-    for compacted or transactional topics) and counts the gap as acked at the next commit.
-    After a rebalance it can read a partition's first message from a position fetched
-    before its seek to the committed offset: a spurious gap (seen: offsets 9-43 of
-    market-data-stream/2 with 8 committed), whose offsets are then delivered and acked
-    for real as well. Each offset is then in its acked list twice, and its commit moved
-    one offset per commit interval (11-26 s for ~130 messages). The service's topics are
-    written without transactions and never compacted, so their offsets have no gaps.
-    """
-    names = frozenset(topics)
-    consumer_class = faust_consumer.Consumer
-    add_gap = getattr(consumer_class, "_faust_add_gap", None)
-    if add_gap is None:
-        add_gap = consumer_class._add_gap
-        consumer_class._faust_add_gap = add_gap  # type: ignore[attr-defined]
-
-    async def add_gap_unless_ours(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
-        if tp.topic in names:
-            return
-        await add_gap(self, tp, offset_from, offset_to)
-
-    consumer_class._add_gap = add_gap_unless_ours  # type: ignore[method-assign]

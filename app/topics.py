@@ -10,7 +10,6 @@ from __future__ import annotations
 import faust
 
 from app.faust_app import app, settings
-from app.kafka_consumer import ignore_offset_gaps
 
 RAW_BROKER_TICKS = "raw.broker.ticks"
 RAW_EXTERNAL_DATA = "raw.external.data"
@@ -27,8 +26,6 @@ ALL_TOPIC_NAMES = (
     MARKET_DATA_STREAM,
     MARKET_CONTEXT_STREAM,
 )
-# Written without transactions, never compacted: consecutive offsets (see the function).
-ignore_offset_gaps(ALL_TOPIC_NAMES)
 
 
 def _topic(name: str) -> faust.TopicT:

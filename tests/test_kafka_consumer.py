@@ -53,23 +53,3 @@ def test_only_changelogs_of_own_active_tables_are_paused() -> None:
         ("app-partition-state-changelog", 0),
         ("app-symbol-state-changelog", 0),
     ]
-
-
-async def test_offset_gaps_are_not_filled_for_the_service_topics() -> None:
-    """A "gap" faust sees in our topics is not counted as acked; other topics keep it."""
-    from collections import defaultdict
-
-    from faust.transport.consumer import Consumer
-    from faust.types import TP
-    from intervaltree import IntervalTree
-
-    import app.topics  # noqa: F401  (applies ignore_offset_gaps to the service's topics)
-
-    fake = SimpleNamespace(
-        _committed_offset=defaultdict(lambda: None), _gap=defaultdict(IntervalTree)
-    )
-    ours, other = TP("market-data-stream", 2), TP("app-some-changelog", 0)
-    await Consumer._add_gap(fake, ours, 9, 44)  # type: ignore[arg-type]
-    await Consumer._add_gap(fake, other, 9, 44)  # type: ignore[arg-type]
-    assert ours not in fake._gap
-    assert sorted((i.begin, i.end) for i in fake._gap[other]) == [(9, 45)]  # faust: end + 1
