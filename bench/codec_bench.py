@@ -18,11 +18,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from app import codec
-from app.agents.processing import SymbolState, TickProcessor
-from app.models import BestPrice
+from app.core.models import BestPrice
+from app.core.processor import SymbolState, TickProcessor
+from app.pipeline.topics import RAW_BROKER_TICKS
 from app.settings import get_settings
-from app.topics import RAW_BROKER_TICKS
+from app.wire import codec
 from bench.data import backlog
 
 

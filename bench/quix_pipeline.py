@@ -1,7 +1,7 @@
 """The same pipeline stages in Quix Streams, for comparison (bench only, never deployed).
 
-raw RawBatch (key = symbol) -> parse/validate (app.validation) -> state in Quix's RocksDB
-(changelogged) -> best price (app.best_price) -> MarketDataStream protobuf -> output topic,
+raw RawBatch (key = symbol) -> parse/validate (app.core.validation) -> state in Quix's RocksDB
+(changelogged) -> best price (app.core.best_price) -> MarketDataStream protobuf -> output topic,
 rejects -> rejects topic. The per-batch work is the app's own `TickProcessor` (the same
 rules and best-price function, called the same way as the faust agent calls them), so the
 comparison measures the stream-processing framework, not two different rule sets.
@@ -21,9 +21,9 @@ from typing import Any
 
 from quixstreams import Application, message_context
 
-from app import codec
-from app.agents.processing import BatchResult, SymbolState, TickProcessor
+from app.core.processor import BatchResult, SymbolState, TickProcessor
 from app.settings import get_settings
+from app.wire import codec
 
 OUTPUT, REJECT = 0, 1
 CLOCK_PREFIX = b"__broker_clock__"

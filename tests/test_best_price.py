@@ -7,7 +7,7 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.best_price import UNKNOWN_PRIORITY, choose_best
+from app.core.best_price import UNKNOWN_PRIORITY, choose_best
 
 MS = 1_000_000
 T0 = 1_796_029_200_000_000_000

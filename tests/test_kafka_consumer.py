@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-import app.faust_app  # noqa: F401  (applies the configured wait at import)
-from app.kafka_consumer import set_fetch_max_wait
+import app.pipeline.faust_app  # noqa: F401  (applies the configured wait at import)
+from app.compat.faust_kafka import set_fetch_max_wait
 from app.settings import get_settings
 
 
@@ -30,7 +30,7 @@ def test_only_changelogs_of_own_active_tables_are_paused() -> None:
     """Source partitions and standby changelogs are still fetched; own changelogs are not."""
     from faust.types import TP
 
-    from app.kafka_consumer import own_changelog_partitions
+    from app.compat.faust_kafka import own_changelog_partitions
 
     actives = {
         TP("raw.broker.ticks", 0),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.quality import (
+from app.core.quality import (
     QualityParams,
     compare_brokers,
     metrics,

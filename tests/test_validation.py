@@ -6,9 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.models import NS_PER_MS, Tick, parse_price
-from app.settings import Settings, load_settings
-from app.validation import (
+from app.core.models import NS_PER_MS, Tick, parse_price
+from app.core.validation import (
     CROSSED_QUOTE,
     DUPLICATE,
     FUTURE_DATED,
@@ -23,6 +22,7 @@ from app.validation import (
     resolve_limits,
     validate_tick,
 )
+from app.settings import Settings, load_settings
 
 T0 = 1_796_029_200_000_000_000
 EURUSD = Limits(

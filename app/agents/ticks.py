@@ -40,8 +40,7 @@ from aiokafka.errors import KafkaError
 # iteration, so each access is done inside the context of the event it belongs to.
 from faust.streams import _current_event
 
-from app import codec
-from app.agents.processing import (
+from app.core.processor import (
     MALFORMED_BATCH,
     STAGE_PARSE,
     BatchResult,
@@ -49,15 +48,16 @@ from app.agents.processing import (
     SymbolState,
     TickProcessor,
 )
-from app.faust_app import app, settings
-from app.metrics import BATCH_SECONDS, END_TO_END_SECONDS, REJECTS, TICKS_IN, TICKS_OUT
-from app.tables.ticks import historical_state, partition_state, symbol_state
-from app.topics import (
+from app.ops.metrics import BATCH_SECONDS, END_TO_END_SECONDS, REJECTS, TICKS_IN, TICKS_OUT
+from app.pipeline.faust_app import app, settings
+from app.pipeline.topics import (
     market_data_rejects,
     market_data_stream,
     raw_broker_ticks,
     raw_historical_ticks,
 )
+from app.tables.ticks import historical_state, partition_state, symbol_state
+from app.wire import codec
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ raw topic's key, which `table_route` relies on. Values are plain JSON (ints stay
                               "quotes":  {source: [event_ns, bid, ask, bid_vol, ask_vol,
                                           receive_ns, topic, partition, offset, index]},
                                          the last ACCEPTED quote per broker (validation state),
-                              "quality": {broker: stats list, see app.quality},
+                              "quality": {broker: stats list, see app.core.quality},
                               "best":    [source, bid, ask, best_bid, best_bid_source,
                                           best_ask, best_ask_source] last emitted choice,
                               "rejects": {reason: count},
@@ -33,7 +33,7 @@ from typing import Any
 
 import faust
 
-from app.faust_app import app, settings
+from app.pipeline.faust_app import app, settings
 
 
 def _table(name: str, help: str) -> faust.Table:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from app import codec
-from app.agents.processing import SymbolState, TickProcessor
+from app.core.processor import SymbolState, TickProcessor
 from app.settings import load_settings
+from app.wire import codec
 
 MS = 1_000_000
 T0 = 1_796_029_200_000_000_000

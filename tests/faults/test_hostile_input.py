@@ -18,13 +18,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app import codec
-from app.agents.processing import INTERNAL_ERROR, SymbolState, TickProcessor
-from app.errors import ParseError
+from app.core.errors import ParseError
+from app.core.processor import INTERNAL_ERROR, SymbolState, TickProcessor
+from app.pipeline.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
 from app.settings import load_settings
-from app.sources.oanda import Heartbeat, parse_oanda_line
-from app.stack import StackConfig
-from app.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
+from app.sources.brokers.oanda import Heartbeat, parse_oanda_line
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.support.faults_b import (
     HostileGenerator,
     HostileRecord,

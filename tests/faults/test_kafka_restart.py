@@ -22,10 +22,10 @@ from typing import Any
 
 import pytest
 
-from app import codec
-from app import stack as local_stack
-from app.stack import StackConfig
-from app.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
+from app.pipeline.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
+from app.wire import codec
+from devstack import stack as local_stack
+from devstack.stack import StackConfig
 from tests.faults.conftest import TOTAL_TICKS, CleanRun, run_tag
 from tests.support.faults_b import broker_env, crash_lines, wait_for
 from tests.support.pipeline import (

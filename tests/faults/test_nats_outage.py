@@ -20,10 +20,10 @@ import nats.js.errors
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app import codec
-from app import stack as local_stack
-from app.stack import StackConfig
-from app.topics import MARKET_DATA_REJECTS, MARKET_DATA_STREAM, RAW_BROKER_TICKS
+from app.pipeline.topics import MARKET_DATA_REJECTS, MARKET_DATA_STREAM, RAW_BROKER_TICKS
+from app.wire import codec
+from devstack import stack as local_stack
+from devstack.stack import StackConfig
 from tests.faults.conftest import FAST_REBALANCE
 from tests.support.faults_b import BROKERS, wait_for
 from tests.support.kafka import create_topics, read_topic

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.stack import StackConfig
+from devstack.stack import StackConfig
 from tests.faults.conftest import FAST_REBALANCE, TOTAL_TICKS, CleanRun, run_tag
 from tests.support.pipeline import (
     collect_run,

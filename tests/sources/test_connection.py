@@ -7,8 +7,8 @@ import random
 import pytest
 
 from app.settings import BrokerSettings
-from app.sources.connection import Backoff, ConnectionState
-from app.sources.oanda import OandaPriceStream, error_message, oanda_instrument
+from app.sources.brokers.oanda import OandaPriceStream, error_message, oanda_instrument
+from app.sources.contract import Backoff, ConnectionState
 
 
 def test_backoff_grows_exponentially_and_is_capped() -> None:

@@ -15,10 +15,10 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app import codec
 from app.settings import BrokerSettings
-from app.sources.oanda import OandaPriceStream
-from app.sources.simulator import Simulator
+from app.sources.brokers.oanda import OandaPriceStream
+from app.wire import codec
+from devstack.simulator import Simulator
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "oanda" / "stream.jsonl"
 

@@ -23,8 +23,8 @@ import nats.js.errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app import codec
-from app.topics import MARKET_DATA_REJECTS, MARKET_DATA_STREAM, RAW_BROKER_TICKS
+from app.pipeline.topics import MARKET_DATA_REJECTS, MARKET_DATA_STREAM, RAW_BROKER_TICKS
+from app.wire import codec
 from tests.support.kafka import create_topics, partitions_of, produce
 
 MS = 1_000_000

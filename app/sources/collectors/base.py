@@ -19,10 +19,10 @@ from typing import Any, ClassVar, Protocol
 
 import aiohttp
 
-from app import codec
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.settings import CollectorSettings
 from app.sources.collectors.observation import Observation
+from app.wire import codec
 
 log = logging.getLogger(__name__)
 

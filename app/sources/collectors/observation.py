@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 
 NS_PER_S = 1_000_000_000
 
