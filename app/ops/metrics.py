@@ -6,7 +6,9 @@ they stay off the hot path's per-tick cost.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -39,6 +41,46 @@ END_TO_END_SECONDS = Histogram(
     "From a source reading a tick off the wire to its best price being produced.",
     buckets=(0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0, 5.0),
 )
+
+
+class LabelledCounter:
+    """A counter's children looked up once per label value (`labels()` is costly per call)."""
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.children: dict[str, Any] = {}
+
+    def child(self, label: str) -> Any:
+        child = self.children.get(label)
+        if child is None:
+            child = self.children[label] = self.counter.labels(label)
+        return child
+
+
+class PipelineTimings:
+    """Live timing of this worker's processing (observability only; never in Kafka or tables)."""
+
+    def __init__(self, alpha: float = 0.05) -> None:
+        self.alpha = alpha
+        self.batches = 0
+        self.ticks = 0
+        self.batch_ms = 0.0
+        self.distribution_latency_ms: float | None = None
+
+    def observe(self, started: float, messages: int, records: int, last_receive_ns: int) -> None:
+        elapsed = time.perf_counter() - started
+        BATCH_SECONDS.observe(elapsed / max(messages, 1))
+        self.batches += messages
+        self.ticks += records
+        self.batch_ms += self.alpha * (elapsed * 1000 / max(messages, 1) - self.batch_ms)
+        if last_receive_ns:
+            latency_s = (time.time_ns() - last_receive_ns) / 1e9
+            END_TO_END_SECONDS.observe(latency_s)
+            prev = self.distribution_latency_ms
+            latency = latency_s * 1000
+            self.distribution_latency_ms = (
+                latency if prev is None else prev + self.alpha * (latency - prev)
+            )
 
 
 class LiveStateCollector(Collector):
