@@ -44,7 +44,6 @@ class Section(BaseModel):
 class ServiceSettings(Section):
     name: str = "data-ingestion"
     app_id: str = "data-ingestion"
-    version: str = "1.0.0"
     data_dir: Path = REPO_ROOT / ".run" / "worker"
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, gt=0, lt=65536)
