@@ -50,7 +50,14 @@ from app.agents.processing import (
     TickProcessor,
 )
 from app.faust_app import app, settings
-from app.metrics import BATCH_SECONDS, END_TO_END_SECONDS, REJECTS, TICKS_IN, TICKS_OUT
+from app.metrics import (
+    BATCH_SECONDS,
+    END_TO_END_SECONDS,
+    REJECTS,
+    SYMBOL_TICKS_IN,
+    TICKS_IN,
+    TICKS_OUT,
+)
 from app.tables.ticks import historical_state, partition_state, symbol_state
 from app.topics import (
     market_data_rejects,
@@ -252,6 +259,8 @@ class GroupProcessor:
             last = records[-1]
             self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
             _count_in(result.records_by_source)
+            if self.live:
+                _symbol_ticks(symbol).inc(len(records))
 
     def _collect(
         self, key: bytes, result: BatchResult, topic: str, partition: int, offset: int
@@ -377,6 +386,22 @@ def _ticks_out(stream: str) -> Any:
     if child is None:
         child = _TICKS_OUT[stream] = TICKS_OUT.labels(stream)
     return child
+
+
+def _symbol_ticks(symbol: str) -> Any:
+    """Per-symbol live counter; series of configured symbols exist at 0 from start-up, so a
+    symbol that never ticks also trips the "no ticks during market hours" alert."""
+    child = _SYMBOL_TICKS.get(symbol)
+    if child is None:
+        instrument = settings.instruments.get(symbol)
+        asset_class = instrument.asset_class if instrument else "unknown"
+        child = _SYMBOL_TICKS[symbol] = SYMBOL_TICKS_IN.labels(symbol, asset_class)
+    return child
+
+
+_SYMBOL_TICKS: dict[str, Any] = {}
+for _symbol in settings.instruments:
+    _symbol_ticks(_symbol)
 
 
 def _count_in(records_by_source: dict[str, int]) -> None:
