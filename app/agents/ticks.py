@@ -22,7 +22,7 @@ import faust
 from app.compat.faust_kafka import in_event
 from app.core.processor import BatchResult, Rejected, SymbolState, TickProcessor
 from app.core.reasons import MALFORMED_BATCH, STAGE_PARSE
-from app.ops.metrics import REJECTS, LabelledCounter
+from app.ops.metrics import REJECTS, SYMBOL_TICKS_IN, LabelledCounter
 from app.ops.metrics import TICKS_IN as _TICKS_IN
 from app.ops.metrics import TICKS_OUT as _TICKS_OUT
 from app.ops.runtime import pipeline_timings
@@ -43,6 +43,12 @@ log = logging.getLogger(__name__)
 
 TICKS_IN = LabelledCounter(_TICKS_IN)
 TICKS_OUT = LabelledCounter(_TICKS_OUT)
+# Per configured symbol only (a raw key is any bytes: no unbounded label values). The
+# series exist at 0 from start-up, so a symbol that never ticks trips the market-hours alert.
+SYMBOL_TICKS = {
+    symbol: SYMBOL_TICKS_IN.labels(symbol, instrument.asset_class)
+    for symbol, instrument in settings.instruments.items()
+}
 
 
 @dataclass(slots=True)
@@ -184,6 +190,8 @@ class TickGroup:
         self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
         for source, count in result.records_by_source.items():
             TICKS_IN.child(source).inc(count)
+        if self.live and symbol in SYMBOL_TICKS:
+            SYMBOL_TICKS[symbol].inc(len(records))
 
     def _collect(
         self, key: bytes, result: BatchResult, topic: str, partition: int, offset: int

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -35,6 +35,16 @@ BATCH_SECONDS = Histogram(
     "ingest_batch_processing_seconds",
     "Time to process one raw Kafka message (a batch).",
     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+SYMBOL_TICKS_IN = Counter(
+    "ingest_symbol_ticks_in_total",
+    "Live broker records consumed, per symbol (all brokers): the 'no ticks' alert's input.",
+    ["symbol", "asset_class"],
+)
+MARKET_OPEN = Gauge(
+    "ingest_market_open",
+    "1 while the market of an asset class is open, 0 while closed (set by the market hours).",
+    ["asset_class"],
 )
 END_TO_END_SECONDS = Histogram(
     "ingest_end_to_end_latency_seconds",
@@ -101,11 +111,19 @@ class LiveStateCollector(Collector):
         reconnects = CounterMetricFamily(
             "ingest_source_reconnects", "Broker stream reconnects.", labels=["source"]
         )
+        enabled = GaugeMetricFamily(
+            "ingest_source_enabled",
+            "1 for a configured broker stream that is enabled (alerts skip disabled ones).",
+            labels=["source"],
+        )
         for name, state in sorted(brokers.items()):
             connected.add_metric([name], 1.0 if state["status"] == "connected" else 0.0)
             reconnects.add_metric([name], state.get("reconnects", 0))  # 0 when disabled
+            enabled.add_metric([name], 0.0 if state["status"] == "disabled" else 1.0)
         yield connected
         yield reconnects
+        yield enabled
+        yield from _collector_metrics(self.health.section("collectors") or {})
         bridge = self.health.section("nats_bridge")
         if bridge is not None:
             yield GaugeMetricFamily(
@@ -124,3 +142,41 @@ class LiveStateCollector(Collector):
             yield CounterMetricFamily(
                 "ingest_bridge_resends", "NATS publishes sent again.", value=bridge["resends"]
             )
+
+
+COLLECTOR_STATUSES = ("starting", "ok", "failing", "rate_limited", "missing_api_key", "disabled")
+
+
+def _collector_metrics(collectors: dict[str, dict]) -> Iterator[Metric]:
+    """The collectors' /health state as series: status (one-hot), failures, polls."""
+    status = GaugeMetricFamily(
+        "ingest_collector_status",
+        "1 for the collector's current status (starting, ok, failing, rate_limited, ...).",
+        labels=["collector", "provider", "status"],
+    )
+    consecutive = GaugeMetricFamily(
+        "ingest_collector_consecutive_failures",
+        "Failed polls in a row (0 after a successful poll).",
+        labels=["collector", "provider"],
+    )
+    polls = CounterMetricFamily(
+        "ingest_collector_polls", "Polls made by a collector.", labels=["collector", "provider"]
+    )
+    failures = CounterMetricFamily(
+        "ingest_collector_failures", "Polls that failed.", labels=["collector", "provider"]
+    )
+    records = CounterMetricFamily(
+        "ingest_collector_records",
+        "Provider answers written to raw.external.data.",
+        labels=["collector", "provider"],
+    )
+    for name, state in sorted(collectors.items()):
+        labels = [name, state["provider"]]
+        current = state["status"]
+        for value in sorted({*COLLECTOR_STATUSES, current}):
+            status.add_metric([*labels, value], 1.0 if value == current else 0.0)
+        consecutive.add_metric(labels, state["consecutive_failures"])
+        polls.add_metric(labels, state["polls"])
+        failures.add_metric(labels, state.get("failures", 0))
+        records.add_metric(labels, state["records"])
+    yield from (status, consecutive, polls, failures, records)
