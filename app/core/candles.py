@@ -195,12 +195,19 @@ class WindowState:
         if t >= self.last_event_ns:  # tie: the later arrival becomes the close
             self.last_event_ns = t
             self.bid_close, self.ask_close, self.mid2_close = bid, ask, m
-        self.bid_high = max(self.bid_high, bid)
-        self.bid_low = min(self.bid_low, bid)
-        self.ask_high = max(self.ask_high, ask)
-        self.ask_low = min(self.ask_low, ask)
-        self.mid2_high = max(self.mid2_high, m)
-        self.mid2_low = min(self.mid2_low, m)
+        # comparisons rather than max()/min(): this is the per-tick hot path
+        if bid > self.bid_high:
+            self.bid_high = bid
+        elif bid < self.bid_low:
+            self.bid_low = bid
+        if ask > self.ask_high:
+            self.ask_high = ask
+        elif ask < self.ask_low:
+            self.ask_low = ask
+        if m > self.mid2_high:
+            self.mid2_high = m
+        elif m < self.mid2_low:
+            self.mid2_low = m
 
     def to_list(self) -> list[int]:
         return [
@@ -323,7 +330,7 @@ def _move_watermark(
     book.watermark_ns = watermark_ns
     for name, size in params.timeframes:
         windows = book.windows.get(name)
-        if not windows:
+        if not windows or min(windows) + size > watermark_ns:
             continue
         for start in sorted(windows):
             end = start + size
