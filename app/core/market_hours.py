@@ -14,6 +14,7 @@ counted as a gap. The caller passes every time: nothing here reads a clock.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -22,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from app.models import NS_PER_SECOND
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BUCKET_NS = 7 * 86400 * NS_PER_SECOND  # intervals are computed per fixed UTC week
+_MEMO_SIZE = 64
+_INT64_MAX = 2**63 - 1
 _US = timedelta(microseconds=1)
 _DAY_MIN = 24 * 60
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -203,6 +207,7 @@ class SessionCalendar:
         self._breaks = [
             (_minutes(b.start), _minutes(b.end, allow_24=True)) for b in settings.daily_breaks
         ]
+        self._memo: dict[int, list[tuple[int, int]]] = {}
         self._holidays = {
             h.date: (_minutes(h.closed_from), _minutes(h.closed_until, allow_24=True))
             for h in settings.holidays
@@ -214,6 +219,33 @@ class SessionCalendar:
             return []
         if self.always_open:
             return [(a_ns, b_ns)]
+        out = []
+        for index in range(a_ns // _BUCKET_NS, (b_ns - 1) // _BUCKET_NS + 1):
+            out += [
+                (max(s, a_ns), min(e, b_ns))
+                for s, e in self._bucket(index)
+                if s < b_ns and e > a_ns
+            ]
+        return _union(out)
+
+    def is_open(self, t_ns: int) -> bool:
+        if self.always_open:
+            return True
+        intervals = self._bucket(t_ns // _BUCKET_NS)
+        i = bisect_right(intervals, (t_ns, _INT64_MAX)) - 1
+        return i >= 0 and t_ns < intervals[i][1]
+
+    def _bucket(self, index: int) -> list[tuple[int, int]]:
+        """Open intervals of one fixed 7-day UTC span, computed once (a pure memo, bounded)."""
+        cached = self._memo.get(index)
+        if cached is None:
+            cached = self._compute(index * _BUCKET_NS, (index + 1) * _BUCKET_NS)
+            if len(self._memo) >= _MEMO_SIZE:
+                del self._memo[next(iter(self._memo))]
+            self._memo[index] = cached
+        return cached
+
+    def _compute(self, a_ns: int, b_ns: int) -> list[tuple[int, int]]:
         # Local dates that can touch [a, b): a session counts from a Monday at most a week
         # before it opens and lasts under a week, so two weeks back covers every one.
         first = datetime.fromtimestamp(a_ns // NS_PER_SECOND, self.zone).date() - timedelta(14)
@@ -254,7 +286,7 @@ class MarketHours:
             raise KeyError(f"no market-hours calendar for asset class {asset_class!r}") from None
 
     def is_open(self, asset_class: str, t_ns: int) -> bool:
-        return bool(self.calendar(asset_class).open_intervals(t_ns, t_ns + 1))
+        return self.calendar(asset_class).is_open(t_ns)
 
     def open_ns_between(self, asset_class: str, a_ns: int, b_ns: int) -> int:
         """Exact open time inside [a_ns, b_ns), in ns (0 when b <= a)."""
