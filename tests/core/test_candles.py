@@ -323,3 +323,57 @@ def test_candle_protobuf_round_trip():
     assert decode_candle(encode_candle(c)) == c
     assert c.key == "EURUSD:1m"
     assert astuple(c)[:3] == ("EURUSD", "ic_markets", "1m")
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    records=st.lists(
+        st.tuples(st.integers(0, 3_599_999), st.integers(108_000, 108_100), st.integers(0, 30)),
+        min_size=1,
+        max_size=300,
+    )
+)
+def test_dukascopy_hour_candles_match_the_records(records):
+    """A .bi5 hour through the importer's decoder and the candles, against OHLC computed
+    straight from the file's integer records (points; EURUSD: 1 point = 1e-5)."""
+    from datetime import UTC, datetime
+
+    from app.sources.dukascopy import decode_bi5, encode_bi5
+
+    records = sorted(records, key=lambda r: r[0])  # a .bi5 file is in time order
+    rows = [(ms, bid + spread, bid, 1.0, 1.0) for ms, bid, spread in records]
+    hour = datetime(2025, 12, 1, 0, tzinfo=UTC)
+    ticks = decode_bi5(encode_bi5(rows), "EURUSD", hour)
+    p = params(lateness_ms=0, tfs=("1m", "1h"))
+    book = new_book("dukascopy", "EURUSD")
+    candles, rejects = apply(book, ticks, p)
+    candles += advance(book, BASE + 2 * 3600 * S, p)  # end of the import: flush
+    assert rejects == []
+    assert all(c.revision == 0 for c in candles)
+    got = {(c.timeframe, (c.start_ns - BASE) // (60 * S)): c for c in candles}
+    minutes: dict[tuple[str, int], list] = {}
+    for ms, ask, bid, _, _ in rows:
+        minutes.setdefault(("1m", ms // 60_000), []).append((ms, bid, ask))
+        minutes.setdefault(("1h", 0), []).append((ms, bid, ask))
+    assert set(got) == set(minutes)
+    point = 10_000  # 1e9 / 1e5
+    for key, group in minutes.items():
+        c = got[key]
+        bids = [b * point for _, b, _ in group]
+        asks = [a * point for _, _, a in group]
+        assert (c.bid_open, c.bid_high, c.bid_low, c.bid_close) == (
+            bids[0],
+            max(bids),
+            min(bids),
+            bids[-1],
+        )
+        assert (c.ask_open, c.ask_high, c.ask_low, c.ask_close) == (
+            asks[0],
+            max(asks),
+            min(asks),
+            asks[-1],
+        )
+        assert c.mid2_high == max(b + a for b, a in zip(bids, asks, strict=True))
+        assert c.tick_count == len(group)
+        assert c.first_event_ns == BASE + group[0][0] * MS
+        assert c.last_event_ns == BASE + group[-1][0] * MS
