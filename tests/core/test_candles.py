@@ -328,7 +328,12 @@ def test_candle_protobuf_round_trip():
 @settings(max_examples=20, deadline=None)
 @given(
     records=st.lists(
-        st.tuples(st.integers(0, 3_599_999), st.integers(108_000, 108_100), st.integers(0, 30)),
+        st.tuples(
+            # minute edges and repeated times as well as anywhere in the hour
+            st.one_of(st.integers(0, 3_599_999), st.sampled_from([0, 59_999, 60_000, 3_599_999])),
+            st.integers(108_000, 108_100),
+            st.integers(0, 30),
+        ),
         min_size=1,
         max_size=300,
     )
