@@ -33,10 +33,8 @@ def _table(name: str, help: str) -> faust.Table:
     return app.Table(
         name,
         default=None,
-        key_type=bytes,
+        key_type=bytes,  # bytes -> faust's "raw" serializer for the store and the changelog
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
         partitions=settings.kafka.partitions,
         help=help,
     )
