@@ -27,6 +27,7 @@ from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, Tick, price_from_decimal
 from app.core.reference import ReferenceComparison, compare_to_reference
 from app.pipeline.faust_app import app, settings
+from app.pipeline.kafka_clients import kafka_options
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, raw_historical_ticks
 from app.sources.brokers.oanda import parse_oanda_line
 from app.sources.dukascopy.bi5 import (
@@ -118,6 +119,7 @@ async def import_dukascopy(
     await raw_historical_ticks.maybe_declare()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_options(),
         acks="all",
         enable_idempotence=True,  # broker drops the producer's own retried duplicates
         linger_ms=max(settings.kafka.producer_linger_ms, 5),
@@ -169,7 +171,7 @@ async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
     Asked of the admin client: a consumer without a subscription has no metadata for
     the topic (aiokafka 0.14 `consumer.topics()` does not fill `partitions_for_topic`).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -194,7 +196,10 @@ async def read_live_ticks(
     if not partitions:
         return ticks
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        **kafka_options(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     key = symbol.encode()

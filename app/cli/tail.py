@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from app.core.models import format_price
 from app.pipeline.faust_app import app, settings
+from app.pipeline.kafka_clients import kafka_options
 from app.pipeline.topics import (
     MARKET_CONTEXT_STREAM,
     MARKET_DATA_REJECTS,
@@ -122,6 +123,7 @@ async def tail(
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_options(),
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )

@@ -35,6 +35,8 @@ UNKNOWN_FORMAT = "unknown_format"
 NOT_A_TICK = "not_a_tick"
 SYMBOL_KEY_MISMATCH = "symbol_key_mismatch"
 INTERNAL_ERROR = "internal_error"
+UNKNOWN_SOURCE = "unknown_source"
+IMPORTER_SOURCES = frozenset({"dukascopy"})  # app/sources/dukascopy/bi5.py SOURCE
 
 
 @dataclass(slots=True)
@@ -116,6 +118,10 @@ class TickProcessor:
         self.priorities = {name: b.priority for name, b in settings.brokers.items()}
         self.max_age_ns = round(settings.best_price.max_age_ms * NS_PER_MS)
         self.quality_params = QualityParams.from_settings(settings)
+        # Approved brokers only: a tick from any other source never reaches best price.
+        self.approved_sources = frozenset(
+            {*settings.brokers, *settings.collectors, *IMPORTER_SOURCES}
+        )
 
     def tick_of(
         self,
@@ -185,7 +191,10 @@ class TickProcessor:
                 tick = self.tick_of(record, topic, partition, offset, index)
                 source = tick.source
                 by_source[source] = by_source.get(source, 0) + 1
-                if tick.symbol != symbol:
+                if source not in self.approved_sources:
+                    reasons = [UNKNOWN_SOURCE]
+                    detail = f"source {source!r:.40} is not a configured broker or importer"
+                elif tick.symbol != symbol:
                     reasons = [SYMBOL_KEY_MISMATCH]
                     detail = f"tick symbol {tick.symbol!r:.40} in a message keyed {symbol!r}"
                 elif limits is None:

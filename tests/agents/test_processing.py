@@ -134,3 +134,20 @@ def test_batch_of_thousand_ticks_from_three_brokers_round_trips_through_the_code
     assert result.accepted == 1000 and not result.rejected
     assert len(stream.ticks) == len(result.emitted) > 0
     assert stream.batch_time_ns == result.emitted[-1].tick.event_time_ns
+
+
+def test_a_tick_from_an_unconfigured_source_is_rejected_as_unknown_source():
+    state = SymbolState()
+    result = run(
+        [
+            rec("rogue_broker", 1_000_000_000, 1_000_000_001, 0),  # tight spread: would win
+            rec("pepperstone", 1_100_000_000, 1_100_200_000, 100),
+        ],
+        state,
+    )
+    assert [r.reasons for r in result.rejected] == [["unknown_source"]]
+    assert result.rejected[0].record.source == "rogue_broker"
+    assert [b.tick.source for b in result.emitted] == ["pepperstone"]
+    assert "rogue_broker" not in state.quotes and state.best[0] == "pepperstone"
+    # configured collectors and the Dukascopy importer are approved as well
+    assert {"dukascopy", *load_settings().collectors} <= PROC.approved_sources
