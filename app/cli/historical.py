@@ -27,7 +27,7 @@ from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, Tick, price_from_decimal
 from app.core.reference import ReferenceComparison, compare_to_reference
 from app.pipeline.faust_app import app, settings
-from app.pipeline.kafka_clients import kafka_options
+from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, raw_historical_ticks
 from app.sources.brokers.oanda import parse_oanda_line
 from app.sources.dukascopy.bi5 import (
@@ -104,6 +104,7 @@ def _check_symbols(symbols: tuple[str, ...]) -> list[str]:
     option("--source-dir", default=None, help="local tree laid out like the datafeed URLs"),
     option("--base-url", default=None, help="datafeed URL (default: historical.base_url)"),
 )
+@exits_on_kafka_failure
 async def import_dukascopy(
     self: object,
     symbols: tuple[str, ...],
@@ -254,6 +255,7 @@ def write_result(result: ReferenceComparison) -> Path:
     option("--base-url", default=None, help="datafeed URL (default: historical.base_url)"),
     option("--topic", default=RAW_BROKER_TICKS, help="topic with the live broker ticks"),
 )
+@exits_on_kafka_failure
 async def reference_check(
     self: object,
     symbol: str,

@@ -7,13 +7,22 @@ secured cluster (SASL/SCRAM over TLS, optionally mutual TLS) needs no per-comman
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ssl
-from typing import Any
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import faust
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
 from app.settings import KafkaSettings
+
+EXIT_KAFKA_UNREACHABLE = 1
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def ssl_context(cfg: KafkaSettings) -> ssl.SSLContext | None:
@@ -71,3 +80,56 @@ def kafka_options() -> dict[str, Any]:
     from app.settings import get_settings
 
     return client_options(get_settings().kafka)
+
+
+async def diagnose(cfg: KafkaSettings, timeout_s: float = 10.0) -> str:
+    """One line saying why the first bootstrap server refuses a connection.
+
+    aiokafka's bootstrap only raises "Unable to bootstrap" and logs the cause; one direct
+    connection with the same options gets the cause itself (never a secret: the password
+    is not part of any message built here).
+    """
+    server = cfg.bootstrap_servers.split(",")[0].strip()
+    host, _, port = server.rpartition(":")
+    where = f"Kafka at {server} ({cfg.security_protocol})"
+    options = client_options(cfg)
+    try:
+        conn = await asyncio.wait_for(
+            create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **options),
+            timeout_s,
+        )
+    except SaslAuthenticationFailed:
+        return (
+            f"{where}: authentication failed ({cfg.sasl_mechanism} as {cfg.sasl_username!r}): "
+            "check INGEST__KAFKA__SASL_USERNAME and INGEST__KAFKA__SASL_PASSWORD"
+        )
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            f"{where}: server certificate not trusted ({exc.verify_message}): "
+            "check INGEST__KAFKA__SSL_CAFILE"
+        )
+    except ssl.SSLError as exc:
+        return f"{where}: TLS handshake failed ({exc.reason or exc}): check security_protocol"
+    except TimeoutError:
+        return f"{where}: no answer within {timeout_s:.0f}s (wrong port or protocol?)"
+    except (OSError, KafkaError) as exc:
+        return f"{where}: cannot connect ({type(exc).__name__}: {exc})"
+    conn.close()
+    return f"{where}: connection and authentication work; the request failed later"
+
+
+def exits_on_kafka_failure(fun: F) -> F:
+    """For the commands: a Kafka connection failure is one clear stderr line and exit 1."""
+
+    @functools.wraps(fun)
+    async def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fun(self, *args, **kwargs)
+        except (KafkaConnectionError, ssl.SSLError) as exc:
+            from app.settings import get_settings
+
+            reason = await diagnose(get_settings().kafka)
+            sys.stderr.write(f"data-ingestion: {reason}\n")
+            raise SystemExit(EXIT_KAFKA_UNREACHABLE) from exc
+
+    return run  # type: ignore[return-value]
