@@ -134,7 +134,8 @@ def _health_check() -> str | None:
     if not publisher.ever_connected:
         if time.monotonic() - health.started < CONNECT_GRACE_S:
             return None
-        reason = f": {publisher.last_error}" if publisher.last_error else ""
+        error = publisher.refusal or publisher.last_error
+        reason = f": {error}" if error else ""
         return f"not connected to NATS at {redact_url(settings.nats.url)} since start-up{reason}"
     return f"NATS {publisher.connection_state}, {publisher.in_flight} publishes waiting"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,9 @@ class NatsPublisher(Service):
         self.duplicates = 0
         self.resends = 0
         self.last_error = ""
+        # Why the server refuses us (auth, TLS): kept until a connect succeeds, because
+        # the broken pipe that follows a refusal would otherwise hide the reason.
+        self.refusal = ""
         self.publish_rate = 0.0
         self._connected = asyncio.Event()
         self._slots = asyncio.Semaphore(cfg.max_in_flight)
@@ -254,6 +258,7 @@ class NatsPublisher(Service):
                     await asyncio.sleep(self.cfg.reconnect_wait_s)
         self.connection_state = "connected"
         self.ever_connected = True
+        self.refusal = ""
         self._connected.set()
 
     async def _ensure_stream(self) -> None:
@@ -291,6 +296,9 @@ class NatsPublisher(Service):
 
     async def _on_error(self, exc: Exception) -> None:
         self.last_error = scrub(repr(exc), secret_values(self.cfg))
+        text = self.last_error.lower()
+        if isinstance(exc, ssl.SSLError) or "authorization" in text or "authentication" in text:
+            self.refusal = self.last_error
         log.warning("nats: %s", self.last_error)
 
     async def _on_disconnected(self) -> None:
