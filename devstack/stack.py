@@ -655,6 +655,7 @@ def down(cfg: StackConfig, purge: bool = False) -> dict[str, str]:
     if purge:
         for component in COMPONENTS:
             shutil.rmtree(cfg.component_dir(component), ignore_errors=True)
+        shutil.rmtree(cfg.secure_dir, ignore_errors=True)  # throwaway keys and passwords
         cfg.state_file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             cfg.run_dir.rmdir()
