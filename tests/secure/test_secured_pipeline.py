@@ -82,12 +82,18 @@ def worker_env(stack: StackConfig, tag: str, **extra: str) -> dict[str, str]:
     }
 
 
-async def create_raw(stack: StackConfig) -> None:
+async def fresh_raw_topic(stack: StackConfig) -> None:
+    """Empty Kafka (topics of earlier tests deleted), then the raw topic."""
     admin = AIOKafkaAdminClient(bootstrap_servers=stack.kafka_bootstrap, **kafka_options(stack))
     await admin.start()
     try:
-        if RAW not in await admin.list_topics():
-            await admin.create_topics([NewTopic(RAW, 4, 1)])
+        names = [t for t in await admin.list_topics() if not t.startswith("__")]
+        if names:
+            await admin.delete_topics(names)
+        deadline = time.monotonic() + 30
+        while set(names) & set(await admin.list_topics()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await admin.create_topics([NewTopic(RAW, 4, 1)])
     finally:
         await admin.close()
 
@@ -160,7 +166,7 @@ async def test_pipeline_end_to_end_with_tls_and_auth_and_no_secret_anywhere(
     tag = uuid.uuid4().hex[:8]
     mat = secure_stack.material()
     secrets = [mat.kafka_password, mat.nats_password, WEB_TOKEN]
-    await create_raw(secure_stack)
+    await fresh_raw_topic(secure_stack)
     nc = await nats.connect(secure_stack.nats_url, **nats_options(secure_stack))
     received: list[tuple[str, bytes]] = []
 
