@@ -42,11 +42,7 @@ class Observation:
         when = self.observation_time_ns
         if type(when) is not int or not MIN_OBSERVATION_NS <= when < MAX_OBSERVATION_NS:
             raise ParseError("bad_time", f"{self.series}: time {when!r} outside 1900..2200")
-        if (
-            not isinstance(self.value, float | int)
-            or isinstance(self.value, bool)
-            or (math.isinf(self.value))
-        ):
+        if type(self.value) is not float or math.isinf(self.value):  # NaN = "no figure"
             raise ParseError("bad_value", f"{self.series}: value {self.value!r} is not finite")
 
     @property
