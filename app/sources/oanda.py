@@ -279,6 +279,7 @@ class OandaPriceStream:
         hb_timeout = self.cfg.heartbeat_timeout_s
         content = resp.content
         pending = b""
+        skipping = False  # inside the rest of an oversized line, already rejected
         first = True
         async with asyncio.timeout(loop.time() + hb_timeout) as deadline:
             while not self._closing.is_set():
@@ -293,11 +294,18 @@ class OandaPriceStream:
                 if first:
                     self._backoff.reset()
                     first = False
+                if skipping:
+                    end = chunk.find(b"\n")
+                    if end < 0:
+                        continue
+                    chunk, skipping = chunk[end + 1 :], False
                 lines = (pending + chunk).split(b"\n")
                 pending = lines.pop()
                 if len(pending) > MAX_LINE_BYTES:
-                    lines.append(pending)  # rejected as oversized_line, not kept growing
-                    pending = b""
+                    # rejected once as oversized_line; its rest, up to the next newline, is
+                    # dropped rather than read as a line of its own
+                    lines.append(pending)
+                    pending, skipping = b"", True
                 self._handle_lines(lines, now_ns)
                 if self.sink.full:
                     await self.sink.wait_for_room()
