@@ -317,8 +317,8 @@ class OandaPriceStream:
         ticks = 0
         latency_ns = 0
         for line in lines:
-            if not line.strip():
-                continue  # keep-alive newline: carries nothing
+            if not line.strip() and len(line) <= MAX_LINE_BYTES:
+                continue  # keep-alive newline: carries nothing (64 KiB of blanks is no keep-alive)
             try:
                 item = parse_oanda_line(line, name, now_ns)
             except ParseError as exc:

@@ -30,6 +30,7 @@ from app.sources.collectors.observation import (
     MAX_OBSERVATION_NS,
     MIN_OBSERVATION_NS,
     Observation,
+    total_parser,
 )
 from app.sources.collectors.registry import PARSERS
 from tests.sources.collectors.provider_server import (
@@ -244,6 +245,17 @@ def test_yahoo_time_infinity_was_an_overflow() -> None:
         body = doc.replace("X", hostile + ', "_was": ', 1).encode()
         result = check_result(PARSERS["yahoo"], body)
         assert isinstance(result, ParseError), hostile
+
+
+def test_total_parser_turns_an_unforeseen_exception_into_a_reject() -> None:
+    @total_parser
+    def careless(body: bytes, series: str) -> list[Observation]:
+        return [{}.get("x").get("y")]  # AttributeError, as a list-for-object once was
+
+    with pytest.raises(ParseError) as err:
+        careless(b"{}", "")
+    assert err.value.reason == "unreadable" and "AttributeError" in err.value.detail
+    assert all(getattr(p, "__wrapped__", None) for p in PARSERS.values())  # all eight wrapped
 
 
 def test_observation_outside_1900_2200_or_infinite_is_refused() -> None:

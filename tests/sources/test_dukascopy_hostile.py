@@ -12,6 +12,7 @@ import asyncio
 import lzma
 import math
 import struct
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from app import codec
 from app.errors import ParseError
 from app.sources.dukascopy import (
     FILE_FORMAT,
+    LZMA_MEMLIMIT,
     MAX_HOUR_BYTES,
     MS_PER_HOUR,
     RECORD_FORMAT,
@@ -93,9 +95,17 @@ def tick_tuple(record: codec.RawRecord, hour: int = 0) -> tuple[int, int, int]:
 def test_the_400_mib_bomb_is_refused_after_the_hour_bound() -> None:
     data = BOMB.read_bytes()
     assert len(data) < 60 * 1024  # 58 KiB that inflate to 400 MiB of zeros
-    with pytest.raises(ParseError) as err:
-        decompress_bi5(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ParseError) as err:
+            decompress_bi5(data)
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert err.value.reason == "too_large" and str(MAX_HOUR_BYTES) in err.value.detail
+    # never inflated: the output stops one byte past the hour bound (7.2 MB), not 400 MiB;
+    # the rest is the decoder's dictionary (64 MiB for this preset-9 file, <= memlimit)
+    assert peak < LZMA_MEMLIMIT + 4 * MAX_HOUR_BYTES, f"peak {peak} bytes while decompressing"
 
 
 async def test_bomb_hour_is_a_reject_and_the_next_hour_still_arrives(tmp_path: Path) -> None:

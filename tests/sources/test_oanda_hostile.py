@@ -55,6 +55,7 @@ HOSTILE_LINES = [
     b'{"type":"PRICE"}',
     b"x" * (MAX_LINE_BYTES + 10),
     b" " * (MAX_LINE_BYTES + 10) + PRICE,  # its tail must not become a tick of its own
+    b" " * (MAX_LINE_BYTES + 10),  # blanks, but no keep-alive: one reject
 ]
 
 good_lines = st.sampled_from([PRICE, HEARTBEAT, *FIXTURE_LINES])
@@ -79,11 +80,11 @@ def expected_of(lines: list[bytes]) -> Expected:
     """What the client must make of each whole line (the parser is the line oracle)."""
     out = Expected([], 0, [])
     for line in lines:
-        if not line.strip():
-            continue  # keep-alive newline
         if len(line) > MAX_LINE_BYTES:
             out.bad.append(line)
             continue
+        if not line.strip():
+            continue  # keep-alive newline
         try:
             item = parse_oanda_line(line, "fxcm", 0)
         except ParseError:
@@ -96,8 +97,14 @@ def expected_of(lines: list[bytes]) -> Expected:
     return out
 
 
-async def stream_through_client(chunks: list[bytes]) -> tuple[CollectingSink, OandaPriceStream]:
-    """Serve `chunks` once (then 503s) and run the client until it has read them all."""
+async def stream_through_client(
+    chunks: list[bytes], pause: float = 0.0
+) -> tuple[CollectingSink, OandaPriceStream]:
+    """Serve `chunks` once (then 503s) and run the client until it has read them all.
+
+    With `pause`, the server waits after each chunk so that the client reads the chunks
+    one by one (without it, a fast server's chunks may arrive coalesced).
+    """
     served = 0
 
     async def stream(request: web.Request) -> web.StreamResponse:
@@ -110,6 +117,8 @@ async def stream_through_client(chunks: list[bytes]) -> tuple[CollectingSink, Oa
         await resp.prepare(request)
         for chunk in chunks:
             await resp.write(chunk)
+            if pause:
+                await asyncio.sleep(pause)
         return resp
 
     app = web.Application()
@@ -182,8 +191,21 @@ async def test_issue_lines_between_good_ones_each_rejected_and_the_good_ones_arr
     assert len(sink.rejects) == len(HOSTILE_LINES)
     reasons = [r.reasons[0] for _k, r in sink.rejects]
     assert reasons[0] == "malformed_json"  # 1,000 "[": too deep for the JSON reader
-    assert reasons.count("oversized_line") == 2
+    assert reasons.count("oversized_line") == 3
     assert {"bad_liquidity", "bad_time", "not_an_object", "bad_price"} <= set(reasons)
+
+
+async def test_oversized_line_read_in_pieces_is_one_reject_and_its_tail_no_tick() -> None:
+    """A line over the limit arrives in 8 KiB reads: rejected once when the limit is
+    passed, and the rest of it (a valid PRICE after the padding) is not a tick."""
+    long_line = b" " * (2 * MAX_LINE_BYTES) + PRICE  # passes the limit well before its end
+    lines = [PRICE, long_line, HEARTBEAT, PRICE]
+    body = b"\n".join(lines) + b"\n"
+    chunks = [body[i : i + 4096] for i in range(0, len(body), 4096)]
+    sink, client = await stream_through_client(chunks, pause=0.005)
+    check(sink, client, lines)
+    assert [list(r.reasons) for _k, r in sink.rejects] == [["oversized_line"]]
+    assert len(sink.records) == 2
 
 
 def test_parse_is_total_on_the_issue_lines() -> None:
