@@ -1,5 +1,5 @@
 """`python -m app ...` is the same as `faust -A app ...`."""
 
-from app.faust_app import app
+from app.pipeline.faust_app import app
 
 app.main()

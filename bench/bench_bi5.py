@@ -23,14 +23,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.codec import encode_tick_records
-from app.sources.dukascopy import (
+from app.sources.dukascopy.bi5 import (
     SOURCE,
     decode_bi5,
     decompress_bi5,
     encode_bi5,
     hour_path,
 )
+from app.wire.codec import encode_tick_records
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 SYMBOL = "EURUSD"

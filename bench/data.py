@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from app import codec
-from app.models import NS_PER_SECOND
+from app.core.models import NS_PER_SECOND
+from app.wire import codec
 
 BROKERS = ("ic_markets", "pepperstone", "fxcm")
 # symbol -> (start mid, decimals quoted by OANDA); all are configured instruments.

@@ -24,12 +24,12 @@ from pathlib import Path
 import nats
 from aiokafka import AIOKafkaProducer
 
-from app import codec
-from app.stack import StackConfig
-from app.topics import ALL_TOPIC_NAMES, RAW_BROKER_TICKS
+from app.pipeline.topics import ALL_TOPIC_NAMES, RAW_BROKER_TICKS
+from app.wire import codec
 from bench.data import live_ticks
 from bench.kafka_io import reset_topics
 from bench.throughput import faust_worker
+from devstack.stack import StackConfig
 
 SUBJECT = f"market.{codec.OUTPUT_SOURCE}.ticks"
 

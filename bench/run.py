@@ -1,6 +1,6 @@
 """One command for every benchmark: `python -m bench.run [--quick] [--only ...]`.
 
-Starts (or reuses) its own local Kafka + NATS through app.stack (run dir
+Starts (or reuses) its own local Kafka + NATS through devstack.stack (run dir
 .run/bench-stack, ports from --port-base), pre-loads the raw topic and runs:
 
 - codec:      protobuf vs json on the pipeline's real output (bench/codec_bench.py);
@@ -28,9 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from app import stack as local_stack
 from bench import codec_bench, report
 from bench.data import backlog
+from devstack import stack as local_stack
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("codec", "throughput", "scaleout", "latency")

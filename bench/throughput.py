@@ -25,10 +25,15 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from app import codec
-from app.stack import StackConfig
-from app.topics import ALL_TOPIC_NAMES, MARKET_DATA_REJECTS, MARKET_DATA_STREAM, RAW_BROKER_TICKS
+from app.pipeline.topics import (
+    ALL_TOPIC_NAMES,
+    MARKET_DATA_REJECTS,
+    MARKET_DATA_STREAM,
+    RAW_BROKER_TICKS,
+)
+from app.wire import codec
 from bench.kafka_io import Output, produce_all, read_output, reset_topics, wait_committed
+from devstack.stack import StackConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PASSTHROUGH_OUT = "bench.passthrough.out"

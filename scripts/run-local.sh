@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything and runs the service on the local stack: Kafka + NATS (app.stack),
+# Installs everything and runs the service on the local stack: Kafka + NATS (devstack.stack),
 # the OANDA-compatible price simulator, and `faust -A app worker`. Ctrl-C stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,13 +12,13 @@ cleanup() {
     set +e  # a child's non-zero exit status must not abort the clean-up
     for pid in ${WORKER_PID:-} ${SIM_PID:-}; do kill -TERM "$pid" 2>/dev/null; done
     for pid in ${WORKER_PID:-} ${SIM_PID:-}; do wait "$pid" 2>/dev/null; done
-    "$PY" -m app.stack down
+    "$PY" -m devstack.stack down
 }
 trap cleanup EXIT INT TERM
 
-"$PY" -m app.stack up
-if "$PY" -c "import app.sources.simulator" 2>/dev/null; then
-    "$PY" -m app.sources.simulator --port 8090 > .run/simulator.log 2>&1 &
+"$PY" -m devstack.stack up
+if "$PY" -c "import devstack.simulator" 2>/dev/null; then
+    "$PY" -m devstack.simulator --port 8090 > .run/simulator.log 2>&1 &
     SIM_PID=$!
     # the simulator accepts any token; real accounts read theirs from these variables
     export OANDA_TOKEN_IC_MARKETS=${OANDA_TOKEN_IC_MARKETS:-sim} \

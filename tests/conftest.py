@@ -1,6 +1,6 @@
 """The test suite's own Kafka and NATS, on ports and a run dir of its own.
 
-The stack is started once per session (app.stack, real processes) and stopped at the
+The stack is started once per session (devstack.stack, real processes) and stopped at the
 end unless KEEP_TEST_STACK=1. TEST_PORT_BASE moves all ports, so several checkouts can
 run their suites side by side without touching a developer's running stack.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from app.stack import StackConfig, down, up
+from devstack.stack import StackConfig, down, up
 from tests.support.kafka import delete_all_topics
 
 REPO = Path(__file__).resolve().parent.parent

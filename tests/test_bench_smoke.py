@@ -2,7 +2,7 @@
 
 import pytest
 
-pytest.importorskip("app.agents.processing", reason="the processing core is not merged yet")
+pytest.importorskip("app.core.processor", reason="the processing core is not merged yet")
 
 from bench import codec_bench
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from app import codec
-from app.models import BestPrice, Tick, parse_price
+from app.core.models import BestPrice, Tick, parse_price
+from app.wire import codec
 
 
 def _tick(**kw) -> Tick:
@@ -30,7 +30,7 @@ def test_generated_module_matches_proto(tmp_path: Path) -> None:
     for name in ("market_data_pb2.py", "market_data_pb2.pyi"):
         fresh = (tmp_path / name).read_text()
         committed = (codec.GENERATED_DIR / name).read_text()
-        assert fresh == committed, f"{name} is stale: run python -m app.codec --generate"
+        assert fresh == committed, f"{name} is stale: run python -m app.wire.codec --generate"
 
 
 def test_market_data_round_trip_is_exact() -> None:

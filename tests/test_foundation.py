@@ -9,8 +9,8 @@ from pathlib import Path
 import nats
 import pytest
 
-from app import codec
-from app.stack import StackConfig
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.support.kafka import create_topics, produce, read_topic
 from tests.support.worker import Worker
 

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from app.hub import registration
+from app.ops.hub import registration
 from app.settings import DEFAULT_CONFIG, load_settings
-from app.stack import StackConfig
+from devstack.stack import StackConfig
 from tests.support.worker import Worker, free_port
 
 

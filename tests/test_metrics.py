@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from app import codec
-from app.health import HealthRegistry
-from app.metrics import LiveStateCollector
-from app.stack import StackConfig
+from app.ops.health import HealthRegistry
+from app.ops.metrics import LiveStateCollector
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.support.kafka import create_topics, produce
 from tests.support.worker import Worker
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from app import codec
-from app.nats_subjects import (
+from app.settings import ConfigError, load_settings
+from app.sinks.nats.subjects import (
     WireFormatError,
     context_subject,
     market_data_subject,
     message_id,
     subject_token,
 )
-from app.settings import ConfigError, load_settings
+from app.wire import codec
 
 
 def _market_data(source: str, ticks: int = 3) -> bytes:

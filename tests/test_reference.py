@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from app.models import Tick, parse_price
-from app.reference import (
+from app.core.models import Tick, parse_price
+from app.core.reference import (
     BrokerDeviation,
     ReferenceComparison,
     attach_reference,

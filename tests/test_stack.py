@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from app import stack
-from app.stack import StackConfig, StackError
+from devstack import stack
+from devstack.stack import StackConfig, StackError
 from tests.conftest import PORT_BASE
 
 

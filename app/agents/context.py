@@ -11,14 +11,14 @@ import logging
 
 from google.protobuf.message import DecodeError
 
-from app import codec
-from app.errors import ParseError
-from app.faust_app import app
-from app.metrics import CONTEXT_OUT
+from app.core.errors import ParseError
+from app.ops.metrics import CONTEXT_OUT
+from app.pipeline.faust_app import app
+from app.pipeline.topics import market_context_stream, market_data_rejects, raw_external_data
 from app.sources.collectors.observation import Observation
 from app.sources.collectors.registry import observations_from_record
 from app.tables.context import last_context
-from app.topics import market_context_stream, market_data_rejects, raw_external_data
+from app.wire import codec
 
 log = logging.getLogger(__name__)
 

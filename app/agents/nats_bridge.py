@@ -6,7 +6,7 @@ stream, so faust does not ack an event when the loop moves on; each event is ack
 faust commits per partition only up to the first offset not yet acked, so a message
 still waiting for NATS holds back the commit of everything after it. A crash therefore
 re-sends at most what was in flight, and the Nats-Msg-Id (a digest of the bytes, see
-app.nats_subjects.message_id) makes JetStream drop those copies - also the copies that
+app.sinks.nats.subjects.message_id) makes JetStream drop those copies - also the copies that
 the processing agents re-produce at new offsets after a crash of their own.
 """
 
@@ -19,11 +19,16 @@ from typing import Any
 
 from faust.types import EventT, StreamT
 
-from app.faust_app import app, settings
-from app.nats_publisher import NatsPublisher
-from app.nats_subjects import WireFormatError, context_subject, market_data_subject, message_id
-from app.runtime import health
-from app.topics import market_context_stream, market_data_stream
+from app.ops.runtime import health
+from app.pipeline.faust_app import app, settings
+from app.pipeline.topics import market_context_stream, market_data_stream
+from app.sinks.nats.publisher import NatsPublisher
+from app.sinks.nats.subjects import (
+    WireFormatError,
+    context_subject,
+    market_data_subject,
+    message_id,
+)
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from app import codec
-from app.sources.connection import Backoff
+from app.sources.contract import Backoff
+from app.wire import codec
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ table is written in the partition of the raw record the observation came from; a
 always arrives under the same raw key, so its entry always lives in the same partition.
 """
 
-from app.faust_app import app
+from app.pipeline.faust_app import app
 
 last_context = app.Table(
     "context-last-emitted",

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from app import codec
 from app.agents import context as ctx
 from app.sources.collectors import registry
 from app.sources.collectors.observation import Observation
+from app.wire import codec
 
 BODY = (Path(__file__).parent.parent / "fixtures" / "coingecko" / "simple_price.json").read_bytes()
 

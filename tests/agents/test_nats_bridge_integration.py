@@ -21,10 +21,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from app import codec
-from app import stack as local_stack
-from app.stack import StackConfig
-from app.topics import MARKET_CONTEXT_STREAM, MARKET_DATA_STREAM
+from app.pipeline.topics import MARKET_CONTEXT_STREAM, MARKET_DATA_STREAM
+from app.wire import codec
+from devstack import stack as local_stack
+from devstack.stack import StackConfig
 from tests.support.kafka import create_topics, produce
 from tests.support.worker import Worker
 

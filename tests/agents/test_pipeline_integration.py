@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from app import codec
-from app.stack import StackConfig
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.support.kafka import produce, read_topic
 from tests.support.worker import Worker
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from app import codec
-from app.stack import StackConfig
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.agents.test_pipeline_integration import IC, tick
 from tests.support.kafka import read_topic
 from tests.support.worker import Worker

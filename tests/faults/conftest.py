@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from app.stack import StackConfig
+from devstack.stack import StackConfig
 from tests.support.kafka import delete_all_topics
 from tests.support.pipeline import (
     RunOutput,

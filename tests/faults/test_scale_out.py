@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from app import codec
-from app.stack import StackConfig
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.faults.conftest import FAST_REBALANCE, CleanRun, run_tag
 from tests.support.pipeline import (
     Message,

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from app import codec
-from app.stack import StackConfig
-from app.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
+from app.pipeline.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.support.faults_b import (
     BROKERS,
     accepted_by_quality,

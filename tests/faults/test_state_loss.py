@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from app import codec
-from app.stack import StackConfig
-from app.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
+from app.pipeline.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.faults.conftest import TOTAL_TICKS, CleanRun, run_tag
 from tests.support.pipeline import (
     collect_run,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from app import codec
-from app.stack import StackConfig
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.support.kafka import read_topic
 from tests.support.simulator import SimulatorProcess
 from tests.support.worker import Worker

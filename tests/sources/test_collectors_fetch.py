@@ -13,11 +13,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from app import codec
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.settings import CollectorSettings
 from app.sources.collectors.base import Collector, parse_retry_after
 from app.sources.collectors.registry import COLLECTOR_CLASSES, observations_from_record
+from app.wire import codec
 from tests.sources.collectors.provider_server import (
     Answer,
     ProviderServer,

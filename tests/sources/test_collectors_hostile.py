@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import (
     MAX_BODY_BYTES,
     MAX_RETRY_AFTER_S,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from app import codec
-from app.stack import StackConfig
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.sources.collectors.provider_server import (
     Answer,
     ProviderServer,

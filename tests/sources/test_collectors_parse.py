@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.alphavantage import parse_alphavantage
 from app.sources.collectors.coingecko import parse_coingecko
 from app.sources.collectors.ecb import parse_ecb

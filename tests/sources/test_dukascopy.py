@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from app import codec
-from app.errors import ParseError, ProviderError
-from app.sources.dukascopy import (
+from app.core.errors import ParseError, ProviderError
+from app.sources.dukascopy.bi5 import (
     DirectoryHours,
     DukascopyImporter,
     HourMissing,
@@ -33,6 +32,7 @@ from app.sources.dukascopy import (
     hours_between,
     point_factor,
 )
+from app.wire import codec
 
 HOUR = datetime(2024, 3, 5, 14, tzinfo=UTC)
 HOUR_NS = 1_709_647_200_000_000_000  # 2024-03-05T14:00:00Z

@@ -20,9 +20,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app import codec
-from app.errors import ParseError
-from app.sources.dukascopy import (
+from app.core.errors import ParseError
+from app.sources.dukascopy.bi5 import (
     FILE_FORMAT,
     LZMA_MEMLIMIT,
     MAX_HOUR_BYTES,
@@ -37,6 +36,7 @@ from app.sources.dukascopy import (
     hour_path,
     hour_start_ns,
 )
+from app.wire import codec
 from tests.sources.test_dukascopy import Sent
 
 BOMB = Path(__file__).parent.parent / "fixtures" / "dukascopy" / "bomb_400mib.bi5"

@@ -19,10 +19,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from app import codec
-from app.commands.historical import topic_partitions
-from app.sources.dukascopy import encode_bi5, hour_path
-from app.stack import StackConfig
+from app.cli.historical import topic_partitions
+from app.sources.dukascopy.bi5 import encode_bi5, hour_path
+from app.wire import codec
+from devstack.stack import StackConfig
 from tests.support.kafka import create_topics, produce
 from tests.support.worker import Worker
 

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from app.errors import ParseError
-from app.models import parse_price
-from app.sources.oanda import Heartbeat, parse_oanda_line
+from app.core.errors import ParseError
+from app.core.models import parse_price
+from app.sources.brokers.oanda import Heartbeat, parse_oanda_line
 
 LINES = (
     (Path(__file__).parent.parent / "fixtures" / "oanda" / "stream.jsonl").read_bytes().splitlines()

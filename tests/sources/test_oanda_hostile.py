@@ -18,8 +18,8 @@ from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.errors import ParseError
-from app.sources.oanda import MAX_LINE_BYTES, Heartbeat, OandaPriceStream, parse_oanda_line
+from app.core.errors import ParseError
+from app.sources.brokers.oanda import MAX_LINE_BYTES, Heartbeat, OandaPriceStream, parse_oanda_line
 from tests.sources.test_oanda_client import CollectingSink, broker, eventually
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "oanda" / "stream.jsonl"

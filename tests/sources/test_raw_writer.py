@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from app import codec
 from app.sources.raw_writer import RawWriter
+from app.wire import codec
 
 
 class FakeKafka:

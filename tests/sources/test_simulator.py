@@ -7,9 +7,9 @@ import json
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from app.models import format_price
-from app.sources.oanda import parse_oanda_line
-from app.sources.simulator import Market, Profile, Quoter, Simulator
+from app.core.models import format_price
+from app.sources.brokers.oanda import parse_oanda_line
+from devstack.simulator import Market, Profile, Quoter, Simulator
 
 
 def test_prices_have_the_instrument_precision_and_best_bucket_last() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from app import codec
+from app.wire import codec
 from tests.support.simulator import SimulatorProcess
 
 BROKERS = ("ic_markets", "pepperstone", "fxcm")

@@ -14,12 +14,12 @@ from tests.support.worker import REPO, free_port
 
 
 class SimulatorProcess:
-    """`python -m app.sources.simulator` as a subprocess, as the demo runs it."""
+    """`python -m devstack.simulator` as a subprocess, as the demo runs it."""
 
     def __init__(self, log_path: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "app.sources.simulator", "--port", str(self.port), *args]
+        cmd = [sys.executable, "-m", "devstack.simulator", "--port", str(self.port), *args]
         self.log = log_path.open("ab")
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 15

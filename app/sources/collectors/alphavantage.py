@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
 from app.sources.collectors.observation import (
     Observation,

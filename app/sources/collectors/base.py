@@ -19,10 +19,10 @@ from typing import Any, ClassVar, Protocol
 
 import aiohttp
 
-from app import codec
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.settings import CollectorSettings
 from app.sources.collectors.observation import Observation
+from app.wire import codec
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ class CollectorHealth:
     polls: int = 0
     records: int = 0
     consecutive_failures: int = 0
+    failures: int = 0  # failed polls since start (a Prometheus counter)
     last_success: float | None = None
     last_error: str | None = None
     last_error_reason: str | None = None
@@ -80,6 +81,7 @@ class CollectorHealth:
             "polls": self.polls,
             "records": self.records,
             "consecutive_failures": self.consecutive_failures,
+            "failures": self.failures,
             "last_success": _iso(self.last_success),
             "last_error": self.last_error,
             "last_error_reason": self.last_error_reason,
@@ -167,6 +169,7 @@ class Collector:
             self.health.last_success = time.time()
             return self.cfg.interval_s
         self.health.consecutive_failures += 1
+        self.health.failures += 1
         exponent = min(self.health.consecutive_failures - 1, MAX_BACKOFF_EXPONENT)
         backoff = min(self.cfg.backoff_initial_s * 2**exponent, self.cfg.backoff_max_s)
         if failure.reason == "rate_limited":

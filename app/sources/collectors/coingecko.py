@@ -8,7 +8,7 @@ the Rate Limit..."}}`; an unknown id is simply absent (so `{}` means no data).
 
 from __future__ import annotations
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
 from app.sources.collectors.observation import (
     Observation,

@@ -13,7 +13,7 @@ from xml.etree.ElementTree import ParseError as XmlError
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
 from app.sources.collectors.observation import Observation, datetime_to_ns, to_float, total_parser
 

@@ -9,7 +9,7 @@ GET {base}/v6/latest/USD answers `{"result": "success", "provider": ..,
 
 from __future__ import annotations
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
 from app.sources.collectors.observation import (
     Observation,

@@ -7,7 +7,7 @@ GET {base}/fng/?limit=1 answers `{"name": "Fear and Greed Index", "data": [{"val
 
 from __future__ import annotations
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
 from app.sources.collectors.observation import (
     Observation,

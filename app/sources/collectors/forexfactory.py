@@ -13,7 +13,7 @@ import math
 import re
 from datetime import datetime
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
 from app.sources.collectors.observation import (
     Observation,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
 from app.sources.collectors.observation import (
     Observation,

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from app.errors import ParseError
+from app.core.errors import ParseError
 
 NS_PER_S = 1_000_000_000
 # The range an observation time must be in: 1900-01-01 .. 2200-01-01 UTC. Well inside

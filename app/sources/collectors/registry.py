@@ -6,8 +6,7 @@ The raw record's `format` is the provider name, so the context agent (and a repl
 
 from __future__ import annotations
 
-from app import codec
-from app.errors import ParseError
+from app.core.errors import ParseError
 from app.sources.collectors.alphavantage import AlphaVantageCollector
 from app.sources.collectors.base import Collector, Parser
 from app.sources.collectors.coingecko import CoinGeckoCollector
@@ -18,6 +17,7 @@ from app.sources.collectors.forexfactory import ForexFactoryCollector
 from app.sources.collectors.fred import FredCollector
 from app.sources.collectors.observation import Observation
 from app.sources.collectors.yahoo import YahooCollector
+from app.wire import codec
 
 COLLECTOR_CLASSES: dict[str, type[Collector]] = {
     cls.provider: cls

@@ -9,12 +9,12 @@ from __future__ import annotations
 import aiohttp
 from mode import Service
 
-from app import codec
-from app.faust_app import app, settings
-from app.runtime import health
+from app.ops.runtime import health
+from app.pipeline.faust_app import app, settings
+from app.pipeline.topics import market_data_rejects, raw_external_data
 from app.sources.collectors.base import Collector
 from app.sources.collectors.registry import COLLECTOR_CLASSES, provider_of
-from app.topics import market_data_rejects, raw_external_data
+from app.wire import codec
 
 
 class KafkaSink:

@@ -1,0 +1,1 @@
+"""Operator commands: `faust -A app <command>` (also `python -m app` and `ingest`)."""

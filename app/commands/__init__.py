@@ -1,1 +1,0 @@
-"""Operator commands: `faust -A app <command>` (also `python -m app <command>`)."""

@@ -1,0 +1,1 @@
+"""Every adaptation of faust/aiokafka internals, each checked against the installed version."""

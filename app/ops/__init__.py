@@ -1,0 +1,1 @@
+"""Operating the worker: health, metrics, Central Hub registration and the web views."""

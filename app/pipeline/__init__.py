@@ -1,0 +1,1 @@
+"""Faust plumbing: the app, the topics, and the delivery engine (outputs -> state -> offsets)."""

@@ -1,1 +1,0 @@
-"""Background services of the worker that are neither sources nor agents (autodiscovered)."""

@@ -1,0 +1,1 @@
+"""Output sinks that mirror market-data-stream elsewhere (NATS)."""

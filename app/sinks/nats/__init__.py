@@ -1,0 +1,1 @@
+"""The NATS sink: JetStream/core publisher and the subject and message-id rules."""

@@ -1,0 +1,1 @@
+"""Live broker price feeds: the kind registry, one client module per kind, the feeds service."""

@@ -1,0 +1,1 @@
+"""Dukascopy historical ticks: the .bi5 reader and the batch importer."""

@@ -1,0 +1,1 @@
+"""Developer tools outside the service package: the local Kafka + NATS stack, the simulator."""
