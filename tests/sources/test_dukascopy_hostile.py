@@ -17,19 +17,23 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.core.errors import ParseError
+from app.core.errors import ParseError, ProviderError
 from app.sources.dukascopy.bi5 import (
     FILE_FORMAT,
     LZMA_MEMLIMIT,
+    MAX_FILE_BYTES,
     MAX_HOUR_BYTES,
     MS_PER_HOUR,
     RECORD_FORMAT,
     BadRecord,
     DirectoryHours,
     DukascopyImporter,
+    HttpHours,
     decode_bi5,
     decompress_bi5,
     encode_bi5,
@@ -268,3 +272,30 @@ def test_random_bytes_never_raise_out_of_the_importer(
     assert [tick_tuple(r, 1)[0] for r in ticks[-2:]] == [0, 1000]  # the next hour arrives
     assert summary.errors == sum(1 for r in rejects if r.record.format == FILE_FORMAT)
     assert all(r.reasons and r.reasons[0] for r in rejects)
+
+
+async def test_http_file_over_the_bound_is_refused_without_retry(tmp_path: Path) -> None:
+    hits = 0
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        nonlocal hits
+        hits += 1
+        resp = web.StreamResponse()
+        await resp.prepare(request)
+        block = b"\0" * (1024 * 1024)
+        for _ in range(MAX_FILE_BYTES // len(block) + 2):  # never ends before the bound
+            await resp.write(block)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{rel:.*}", serve)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    hours = HttpHours(str(server.make_url("")), tmp_path / "cache", retries=2, backoff_s=0.01)
+    try:
+        with pytest.raises(ProviderError, match=f"over {MAX_FILE_BYTES} bytes"):
+            await hours.fetch("EURUSD", HOUR)
+    finally:
+        await hours.close()
+        await server.close()
+    assert hits == 1 and not (tmp_path / "cache").exists()
