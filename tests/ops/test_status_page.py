@@ -66,6 +66,8 @@ def worker(
         env[prefix + "STREAM_URL"] = f"{simulator.url}/{name}"
         env[prefix + "BACKOFF_INITIAL_S"] = "0.2"
         env[prefix + "BACKOFF_MAX_S"] = "1"
+        # a stalled stream stays "connected" for this long: the page must flag the silence
+        env[prefix + "HEARTBEAT_TIMEOUT_S"] = "60"
         env[f"OANDA_TOKEN_{name.upper()}"] = f"token-of-{name}"
     w = Worker(clean_kafka, tmp_path, app_id, env=env)
     try:
@@ -197,6 +199,7 @@ def test_status_page_live_matches_health_and_turns_red(
     shown = page_brokers(browser)
     assert shown["fxcm"]["color"] == RED
     assert shown["ic_markets"]["level"] == shown["pepperstone"]["level"] == "ok"
+    assert worker.health()["broker_connections"]["fxcm"]["status"] == "connected"  # silent
     print(f"fxcm red on the page {red_after:.1f}s after the stall")
 
     # the unparseable lines from pepperstone are counted per source
@@ -208,7 +211,7 @@ def test_status_page_live_matches_health_and_turns_red(
 
     # ... a feed refused by the server (401) makes /health degraded (a stalled feed only
     # does so until its reconnect succeeds): the page's banner says why
-    simulator.control("fxcm", auth_fail=True)
+    simulator.control("fxcm", stall=False, drop_after=1, auth_fail=True)
     wait_until(lambda: worker.health()["status"] == "degraded", 30, "/health to degrade")
     problems = worker.health()["problems"]
     banner = wait_until(
@@ -228,7 +231,9 @@ def test_status_page_live_matches_health_and_turns_red(
     # 5. the screenshot the README shows: the whole page, one broker red
     time.sleep(2)
     height = browser.execute_script("return document.documentElement.scrollHeight")
-    browser.set_window_size(1400, height + 20)
+    browser.set_window_size(1400, height)
+    chrome = height - browser.execute_script("return window.innerHeight")  # window vs viewport
+    browser.set_window_size(1400, height + chrome + 10)
     time.sleep(1.5)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))

@@ -146,7 +146,11 @@ class StatusFeed(Service):
             best_items = items_of(symbol_state, "best")
             self.sample(best_items)
             if self.clients:
-                self.last_event = event("snapshot", self.snapshot(best_items))
+                started = time.perf_counter()
+                body = self.snapshot(best_items)
+                body["build_ms"] = round((time.perf_counter() - started) * 1000, 2)
+                body["pages"] = len(self.clients)
+                self.last_event = event("snapshot", body)
                 self.snapshots_built += 1
                 self._publish(self.last_event)
         except Exception:  # the page must never take the worker down

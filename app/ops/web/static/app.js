@@ -37,7 +37,8 @@ function renderHeader(s) {
     ? `this worker: partitions ${w.partitions.join(", ")} of ${w.partitions_total} (${w.topic})`
     : `this worker: no partitions of ${w.topic} assigned`;
   $("worker").dataset.partitions = w.partitions.join(",");
-  $("updated").textContent = `updated ${clock(s.time)}`;
+  $("updated").textContent = `updated ${clock(s.time)}`
+    + (s.build_ms === undefined ? "" : ` · built in ${num(s.build_ms, 1)} ms for ${s.pages} page(s)`);
   const problems = Object.entries(s.problems || {});
   $("problems").hidden = problems.length === 0;
   $("problem-list").innerHTML = problems.map(([name, msg]) =>
@@ -143,14 +144,17 @@ function renderNats(s) {
 }
 
 function renderCollectors(s) {
-  const rows = Object.entries(s.collectors).map(([name, c]) => {
+  const all = Object.entries(s.collectors);
+  const off = all.filter(([, c]) => c.status === "disabled").map(([name]) => name);
+  $("collectors-off").textContent = off.length ? `disabled: ${off.join(", ")}` : "";
+  const rows = all.filter(([, c]) => c.status !== "disabled").map(([name, c]) => {
     const level = c.status === "disabled" ? "off" : (c.consecutive_failures || c.status === "missing_api_key") ? "down" : "ok";
     return `<tr class="${level}" data-collector="${esc(name)}"><td><b>${esc(name)}</b></td>
       <td>${esc(c.provider)}</td><td><span class="pill ${level}">${esc(c.status)}</span></td>
       <td class="num">${num(c.polls, 0)}</td><td>${esc(c.last_success || "–")}</td>
       <td class="err">${esc(c.last_error || "")}</td></tr>`;
   });
-  body("collectors", rows, 6, "no collectors");
+  body("collectors", rows, 6, "no collector enabled");
   const ctx = Object.entries(s.context).map(([key, c]) => `<tr><td>${esc(key)}</td>
     <td class="num">${esc(c.value)}</td>
     <td>${c.observation_time_ns ? new Date(c.observation_time_ns / 1e6).toISOString().slice(0, 16).replace("T", " ") : "–"}</td></tr>`);
