@@ -237,3 +237,41 @@ def test_status_page_live_matches_health_and_turns_red(
     time.sleep(1.5)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     assert browser.save_screenshot(str(SCREENSHOT))
+
+
+def test_two_workers_each_page_shows_its_own_partitions(
+    worker: Worker, clean_kafka: StackConfig, tmp_path: Path, app_id: str, browser: Any
+) -> None:
+    """A second worker of the same group takes some partitions: each page names its own,
+    together they cover the topic once, and each shows exactly its worker's symbols."""
+    wait_until(
+        lambda: len(worker.get_json("/tables/best-price")) >= 9, 90, "best prices on worker 1"
+    )
+    second = Worker(clean_kafka, tmp_path / "second", app_id)  # brokers off: no second feed
+    try:
+        second.start(timeout=120)
+
+        def page_view(w: Worker) -> tuple[list[int], dict[str, str]]:
+            browser.get(f"http://127.0.0.1:{w.web_port}/ui/")
+            wait_until(lambda: snapshots(browser) >= 1, 20, "a snapshot")
+            parts = browser.find_element("id", "worker").get_attribute("data-partitions")
+            text = browser.find_element("id", "worker").text
+            shown = [int(p) for p in parts.split(",") if p]
+            assert text.startswith(f"this worker: partitions {', '.join(map(str, shown))} of 4")
+            best = {s: b["source"] for s, b in page_best(browser).items()}
+            table = {s: b["source"] for s, b in w.get_json("/tables/best-price").items()}
+            assert set(best) == set(table), (best, table)
+            return shown, best
+
+        def split_and_consistent() -> bool:
+            first_parts, first_best = page_view(worker)
+            second_parts, second_best = page_view(second)
+            assert first_parts and second_parts, (first_parts, second_parts)
+            assert sorted(first_parts + second_parts) == [0, 1, 2, 3]
+            assert first_best and second_best and not set(first_best) & set(second_best)
+            assert len(first_best) + len(second_best) >= 9
+            return True
+
+        wait_until(split_and_consistent, 120, "the two pages to split the partitions")
+    finally:
+        second.stop()
