@@ -95,12 +95,14 @@ function renderQuality(s) {
 }
 
 function renderRejects(s) {
-  const rows = Object.entries(s.rejects.recent)
-    .filter(([, w]) => w["15m"] > 0)
-    .map(([reason, w]) => `<tr data-reason="${esc(reason)}"><td>${esc(reason)}</td>
+  const recent = Object.entries(s.rejects.recent).filter(([, w]) => w["15m"] > 0)
+    .sort((a, b) => b[1]["15m"] - a[1]["15m"]);
+  const top = Math.max(1, ...recent.map(([, w]) => w["15m"]));
+  const rows = recent.map(([reason, w]) => `<tr data-reason="${esc(reason)}"><td>${esc(reason)}</td>
       <td class="num">${num(w["1m"], 0)}</td><td class="num">${num(w["5m"], 0)}</td>
-      <td class="num">${num(w["15m"], 0)}</td></tr>`);
-  body("rejects", rows, 4, "no rejects in the last 15 minutes");
+      <td class="num">${num(w["15m"], 0)}</td>
+      <td class="barcell"><div class="bar" style="width:${(100 * w["15m"] / top).toFixed(1)}%"></div></td></tr>`);
+  body("rejects", rows, 5, "no rejects in the last 15 minutes");
   const table = Object.entries(s.rejects.table_by_reason);
   $("reject-table").textContent = table.length
     ? "since the start (this worker's symbols): " + table.map(([r, n]) => `${r} ${n}`).join(", ")
