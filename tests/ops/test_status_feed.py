@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from app.web.status import SILENT_S, StatusFeed, _parse_fingerprint, broker_level, event
+from app.ops.web.status import SILENT_S, StatusFeed, _parse_fingerprint, broker_level, event
 
 
 def test_broker_level_red_when_down_or_silent_grey_when_disabled() -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from app.stack import StackConfig
+from devstack.stack import StackConfig
 from tests.support.simulator import SimulatorProcess
 from tests.support.worker import REPO, Worker
 

@@ -33,15 +33,14 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from mode import Service
 
-from app.agents.ticks import processor
-from app.best_price import B_ASK, B_BID
-from app.faust_app import app, settings
-from app.metrics import REJECTS
-from app.runtime import health
+from app.core.state import BestChoice
+from app.ops.metrics import REJECTS
+from app.ops.runtime import health
+from app.ops.web.tables import _best_json, _pip, _reject_summary, compare
+from app.pipeline.faust_app import app, settings
+from app.pipeline.topics import raw_broker_ticks
 from app.tables.context import last_context
 from app.tables.ticks import items_of, symbol_state
-from app.topics import raw_broker_ticks
-from app.web.tables import _best_json, _reject_summary, compare
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +65,6 @@ def node_modules() -> Path | None:
         if (candidate / CHART_LIB).is_file():
             return candidate
     return None
-
-
-def _pip(symbol: str) -> int | None:
-    limits = processor.limits.get(symbol)
-    return limits.pip if limits else None
 
 
 def broker_level(state: dict[str, Any]) -> str:
@@ -156,13 +150,13 @@ class StatusFeed(Service):
         except Exception:  # the page must never take the worker down
             log.exception("status page: snapshot failed")
 
-    def sample(self, best_items: list[tuple[str, Any]]) -> None:
+    def sample(self, best_items: list[tuple[str, BestChoice]]) -> None:
         now = time.time()
         second = int(now)
         for symbol, best in best_items:
             points = self.history.setdefault(symbol, deque(maxlen=HISTORY_POINTS))
             if not points or points[-1][0] < second:
-                points.append((second, best[B_BID] / 1e9, best[B_ASK] / 1e9))
+                points.append((second, best.bid / 1e9, best.ask / 1e9))
         self.reject_samples.append((now, _reject_totals()))
         while self.reject_samples and now - self.reject_samples[0][0] > max(REJECT_WINDOWS_S):
             self.reject_samples.popleft()
@@ -171,7 +165,7 @@ class StatusFeed(Service):
     def history_json(self) -> dict[str, list[tuple[int, float, float]]]:
         return {symbol: list(points) for symbol, points in sorted(self.history.items())}
 
-    def snapshot(self, best_items: list[tuple[str, Any]] | None = None) -> dict[str, Any]:
+    def snapshot(self, best_items: list[tuple[str, BestChoice]] | None = None) -> dict[str, Any]:
         """Everything the page shows; `best_items` are the rows just sampled for the chart."""
         report = health.report()
         brokers = {
@@ -182,7 +176,7 @@ class StatusFeed(Service):
         for symbol, b in items_of(symbol_state, "best") if best_items is None else best_items:
             row = _best_json(b)
             pip = _pip(symbol)
-            row["spread_pips"] = round((b[B_ASK] - b[B_BID]) / pip, 2) if pip else None
+            row["spread_pips"] = round((b.ask - b.bid) / pip, 2) if pip else None
             row["point"] = self.history.get(symbol, [None])[-1]
             best[symbol] = row
         quality = {}
