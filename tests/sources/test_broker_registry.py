@@ -56,7 +56,7 @@ brokers:
     symbols: [EURUSD]
     priority: 2
 instruments:
-  EURUSD: {asset_class: fx_major, pip: "0.0001"}
+  EURUSD: {asset_class: fx_major, pip: "0.0001", decimals: 5}
 """
 
 

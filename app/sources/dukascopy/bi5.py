@@ -29,6 +29,7 @@ import aiohttp
 
 from app.core.errors import IngestError, ParseError, ProviderError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, PRICE_SCALE, Tick
+from app.settings import get_settings
 from app.wire import codec
 from app.wire.codec import encode_tick_records
 
@@ -53,51 +54,28 @@ REJECT_PAYLOAD_BYTES = 256 * 1024  # what of a bad file goes into its rejection
 FILE_FORMAT = "dukascopy_bi5"  # rejection of a whole file: payload = the compressed bytes
 RECORD_FORMAT = "dukascopy_bi5_record"  # rejection of one record: payload = its 20 bytes
 
-# Points per 1.0 of price, per instrument. Explicit on purpose: public tools that
-# guessed this from the symbol's name got metals and exotic pairs wrong.
-POINT_SCALES: dict[str, int] = {
-    # USD majors and crosses quoted to 5 decimals
-    "EURUSD": 100_000,
-    "GBPUSD": 100_000,
-    "AUDUSD": 100_000,
-    "NZDUSD": 100_000,
-    "USDCHF": 100_000,
-    "USDCAD": 100_000,
-    "EURGBP": 100_000,
-    "EURCHF": 100_000,
-    "EURAUD": 100_000,
-    "EURCAD": 100_000,
-    "GBPCHF": 100_000,
-    "AUDNZD": 100_000,
-    # JPY pairs quoted to 3 decimals
-    "USDJPY": 1_000,
-    "EURJPY": 1_000,
-    "GBPJPY": 1_000,
-    "AUDJPY": 1_000,
-    "CHFJPY": 1_000,
-    "CADJPY": 1_000,
-    "NZDJPY": 1_000,
-    # metals: their own rows, not derived from "USD" in the name
-    "XAUUSD": 1_000,
-    "XAGUSD": 1_000,
-}
-
 
 class UnknownInstrumentError(IngestError):
-    """An instrument without a row in POINT_SCALES: its prices cannot be read safely."""
+    """An instrument without a Dukascopy point scale: its prices cannot be read safely."""
 
     def __init__(self, symbol: str) -> None:
-        known = ", ".join(sorted(POINT_SCALES))
+        known = ", ".join(sorted(_point_scales()))
         super().__init__(
-            f"dukascopy: no point scale for instrument {symbol!r}; add it to "
-            f"app.sources.dukascopy.bi5.POINT_SCALES (known: {known})"
+            f"dukascopy: no point scale for instrument {symbol!r}; set "
+            f"instruments.{symbol}.dukascopy_scale in the config (known: {known})"
         )
         self.symbol = symbol
 
 
+def _point_scales() -> dict[str, int]:
+    """Points per 1.0 of price, from the configuration's instrument table."""
+    instruments = get_settings().instruments
+    return {s: i.dukascopy_scale for s, i in instruments.items() if i.dukascopy_scale}
+
+
 def point_factor(symbol: str) -> int:
     """Fixed-point units per Dukascopy point for `symbol` (1e9 / scale, an exact integer)."""
-    scale = POINT_SCALES.get(symbol)
+    scale = _point_scales().get(symbol)
     if scale is None:
         raise UnknownInstrumentError(symbol)
     factor, rest = divmod(PRICE_SCALE, scale)
