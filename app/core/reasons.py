@@ -20,6 +20,9 @@ SYMBOL_KEY_MISMATCH = "symbol_key_mismatch"
 UNKNOWN_SOURCE = "unknown_source"  # not a configured broker, collector or importer
 INTERNAL_ERROR = "internal_error"
 
+# Context stage.
+UNENCODABLE = "unencodable"  # an observation that cannot become a MarketContext
+
 # Validate stage, in the order the rules are checked.
 NON_POSITIVE_PRICE = "non_positive_price"
 CROSSED_QUOTE = "crossed_quote"

@@ -41,6 +41,7 @@ from rpyc.core.stream import SocketStream
 from rpyc.utils.factory import connect_stream
 
 from app.core.models import Tick, parse_price
+from app.core.reasons import STAGE_SOURCE
 from app.settings import BrokerSettings
 from app.sources.contract import Backoff, ConnectionState, RecordSink
 from app.wire import codec
@@ -529,7 +530,7 @@ class Mt5Client:
                     raise ValueError("no bid or no ask")
             except ValueError as exc:
                 state.rejects_total += 1
-                rejection = codec.encode_rejection(["bad_price"], str(exc), record, "source")
+                rejection = codec.encode_rejection(["bad_price"], str(exc), record, STAGE_SOURCE)
                 self.sink.reject(key, rejection)
                 continue
             event_ns = self.server_time.to_utc_ns(msc, previous)

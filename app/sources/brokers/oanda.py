@@ -23,7 +23,7 @@ from pydantic import Field
 
 from app.core.errors import ParseError, ProviderError
 from app.core.models import Tick, normalise_symbol, parse_price, parse_rfc3339_ns
-from app.core.reasons import NOT_A_TICK
+from app.core.reasons import NOT_A_TICK, STAGE_SOURCE
 from app.settings import BrokerSettings
 from app.sources.contract import Backoff, ConnectionState, RecordSink
 from app.wire import codec
@@ -364,5 +364,5 @@ class OandaPriceStream:
         record = codec.RawRecord(
             source=self.name, format=FORMAT, payload=line, receive_time_ns=now_ns
         )
-        rejection = codec.encode_rejection([exc.reason], exc.detail, record, stage="source")
+        rejection = codec.encode_rejection([exc.reason], exc.detail, record, stage=STAGE_SOURCE)
         self.sink.reject(_reject_key(line, self.name), rejection)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 
 from app.core.errors import ParseError
+from app.core.reasons import STAGE_SOURCE
 from app.settings import CollectorSettings
 from app.sources.collectors.observation import Observation
 from app.wire import codec
@@ -231,7 +232,7 @@ class Collector:
         self, key: str, reason: str, detail: str, record: codec.RawRecord, api_key: str | None
     ) -> None:
         """A refused answer to the rejects; a failed write is counted and logged, not raised."""
-        rejection = codec.encode_rejection([reason], _redact(detail, api_key), record, "source")
+        rejection = codec.encode_rejection([reason], _redact(detail, api_key), record, STAGE_SOURCE)
         try:
             await self.sink.reject(key, rejection)
         except asyncio.CancelledError:

@@ -29,6 +29,7 @@ import aiohttp
 
 from app.core.errors import IngestError, ParseError, ProviderError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, PRICE_SCALE, Tick
+from app.core.reasons import STAGE_SOURCE
 from app.settings import get_settings
 from app.wire import codec
 from app.wire.codec import encode_tick_records
@@ -580,7 +581,7 @@ class DukascopyImporter:
 
 
 def _rejection(reason: str, detail: str, record: codec.RawRecord) -> bytes:
-    return codec.encode_rejection([reason], detail, record, stage="source")
+    return codec.encode_rejection([reason], detail, record, stage=STAGE_SOURCE)
 
 
 async def load_reference_ticks(
