@@ -45,6 +45,7 @@ def create_app(cfg: Settings) -> faust.App:
         web_bind=cfg.service.web_host,
         version=1,
         Topic="app.pipeline.visible_topic:VisibleTopic",
+        Worker="app.cli.replay_guard:Worker",  # refuses to start mid-replay
     )
 
 

@@ -16,7 +16,11 @@ raw topic's key, which `table_route` relies on. Values are bytes in the encoding
 - historical-symbol-state the same for raw.historical.ticks (quotes and rejects only), kept
                           apart so that history never competes in best price;
 - partition-state         "<topic>/<partition>" -> PartitionClocks: newest accepted event
-                          time per source among this partition's symbols (the `stale` rule).
+                          time per source among this partition's symbols (the `stale` rule),
+                          for raw.broker.ticks;
+- historical-partition-state the same for raw.historical.ticks. One table per input topic,
+                          so every table derives from exactly one raw topic and
+                          `replay --topic X` deletes whole changelogs of X's tables only.
 """
 
 from __future__ import annotations
@@ -33,10 +37,8 @@ def _table(name: str, help: str) -> faust.Table:
     return app.Table(
         name,
         default=None,
-        key_type=bytes,
+        key_type=bytes,  # bytes -> faust's "raw" serializer for the store and the changelog
         value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
         partitions=settings.kafka.partitions,
         help=help,
     )
@@ -45,6 +47,9 @@ def _table(name: str, help: str) -> faust.Table:
 symbol_state = _table("symbol-state", "symbol -> quotes, quality, best price, reject counts")
 historical_state = _table("historical-symbol-state", "symbol -> historical quotes and rejects")
 partition_state = _table("partition-state", "topic/partition -> broker clocks")
+historical_partition_state = _table(
+    "historical-partition-state", "topic/partition -> historical source clocks"
+)
 
 
 def items_of(table: faust.Table, field: str) -> list[tuple[str, Any]]:
