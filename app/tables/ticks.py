@@ -21,6 +21,9 @@ raw topic's key, which `table_route` relies on. Values are bytes in the encoding
 - historical-partition-state the same for raw.historical.ticks. One table per input topic,
                           so every table derives from exactly one raw topic and
                           `replay --topic X` deletes whole changelogs of X's tables only.
+                          (Upgrading: history's clocks start empty once - a laxer `stale`
+                          check for its first ticks - and its old keys in partition-state
+                          are dead until the next replay of raw.broker.ticks drops them.)
 """
 
 from __future__ import annotations
