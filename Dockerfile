@@ -3,6 +3,7 @@ FROM python:3.11-slim
 WORKDIR /srv
 COPY pyproject.toml README.md ./
 COPY app ./app
+COPY devstack ./devstack
 COPY proto ./proto
 COPY config ./config
 RUN pip install --no-cache-dir .

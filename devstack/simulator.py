@@ -27,6 +27,7 @@ import dataclasses
 import json
 import logging
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -131,11 +132,18 @@ class Market:
         self._rng = random.Random(f"{seed}:market")
         self._mids: dict[str, float] = {}
         self._at: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def mid(self, instrument: str, now_ns: int) -> float:
+        with self._lock:  # MT5 terminals (devstack.mt5_terminal) ask from their threads
+            return self._mid(instrument, now_ns)
+
+    def _mid(self, instrument: str, now_ns: int) -> float:
         spec = INSTRUMENTS[instrument]
         mid = self._mids.get(instrument, spec.start_mid)
         at = self._at.get(instrument, now_ns)
+        if now_ns < at:
+            return mid  # a late asker (a terminal catching up) never rewinds the walk
         steps = (now_ns - at) // self.STEP_NS
         for _ in range(min(steps, self.MAX_STEPS)):
             mid += self._rng.gauss(0.0, 0.3) * spec.pip
@@ -387,6 +395,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="PRICE lines/s per instrument")
     parser.add_argument("--heartbeat-s", type=float, default=5.0)
     parser.add_argument(
+        "--mt5-port",
+        type=int,
+        default=0,
+        help="also serve the demo MT5 terminals (devstack.mt5_terminal) on this port and the "
+        "next two, over the same market",
+    )
+    parser.add_argument(
         "--profile",
         action="append",
         default=[],
@@ -399,6 +414,10 @@ def main(argv: list[str] | None = None) -> None:
     for text in args.profile:
         name, values = _parse_profile_arg(text)
         simulator.profile(name, **values)
+    if args.mt5_port:
+        from devstack.mt5_terminal import start_demo_terminals
+
+        start_demo_terminals(simulator.market, args.host, args.mt5_port, args.seed)
     log.info("OANDA v20 simulator on http://%s:%d/<profile>/v3/...", args.host, args.port)
     web.run_app(simulator.app(), host=args.host, port=args.port, print=None)
 

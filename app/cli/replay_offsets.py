@@ -42,6 +42,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from app.core.errors import IngestError
+from app.pipeline.kafka_clients import kafka_options
 
 MARKER_NAME = "replay-pending.json"
 STEPS = ("planned", "offsets", "changelogs", "local")
@@ -163,7 +164,9 @@ async def target_offsets(
     bootstrap: str, tps: Sequence[TopicPartition], at: datetime | None
 ) -> dict[TopicPartition, int]:
     """Earliest offsets, or the first offset at/after `at` (end of partition if none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, **kafka_options(), enable_auto_commit=False
+    )
     await consumer.start()
     try:
         if at is None:
@@ -182,7 +185,7 @@ async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartitio
     member joined, it fails, which is what makes the earlier member check race-free.
     """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap, **kafka_options(), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -221,7 +224,7 @@ async def _execute(bootstrap: str, plan: ReplayPlan, marker: Path) -> None:
     """Steps 3-6 of the module doc; each is a no-op when already done."""
     await commit_offsets(bootstrap, plan.group, plan.offsets)
     _step_done("offsets")
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         existing = set(await admin.list_topics())
@@ -241,7 +244,7 @@ async def _execute(bootstrap: str, plan: ReplayPlan, marker: Path) -> None:
 
 
 async def _refuse_if_running(bootstrap: str, group: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         members = await active_members(admin, group)
@@ -276,7 +279,7 @@ async def replay(
         done.append(pending)
         if (pending.group, sorted(pending.topics), pending.at) == request:
             return done
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         tps = await partitions(admin, topics)

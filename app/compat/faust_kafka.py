@@ -12,7 +12,10 @@ upgrade. The adaptations:
    in its own bookkeeping, so aiokafka keeps fetching every assigned partition, including
    the changelogs of the worker's own active tables, which it writes and never reads after
    recovery (measured at 200 single-tick messages/s: worker CPU 58% -> 44%).
-3. **Current event** (`in_event`). faust takes a table key's partition, for writes and for
+3. **Autodiscovery errors are fatal** (`fail_on_discovery_error`). faust logs a module that
+   fails to import during autodiscovery as a warning and starts without its agents,
+   tables or views: a worker that says "Ready" and processes nothing.
+4. **Current event** (`in_event`). faust takes a table key's partition, for writes and for
    RocksDB reads, from the event being processed; the delivery engine reads and writes
    state outside faust's own iteration, so it sets that event itself.
 """
@@ -23,6 +26,7 @@ import contextvars
 import importlib.metadata
 import inspect
 import logging
+import sys
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,6 +64,8 @@ def _problems() -> list[str]:
         problems.append("aiokafka AIOKafkaConsumer.pause is gone")
     if "self._thread" not in inspect.getsource(faust_aiokafka.Consumer):
         problems.append("faust's aiokafka Consumer no longer keeps its thread in _thread")
+    if "onerror=self._on_autodiscovery_error" not in inspect.getsource(faust.App.discover):
+        problems.append("faust App.discover no longer reports import errors to a hook")
     if not isinstance(getattr(faust.streams, "_current_event", None), contextvars.ContextVar):
         problems.append("faust.streams._current_event is no longer a ContextVar")
     return problems
@@ -132,7 +138,21 @@ def in_event(event: faust.EventT) -> Iterator[None]:
         faust.streams._current_event.reset(token)
 
 
+class DiscoveryError(RuntimeError):
+    """A module of the service could not be imported while the worker discovered it."""
+
+
+def fail_on_discovery_error(app: faust.App) -> None:
+    """Make a module that fails to import during autodiscovery stop the worker."""
+
+    def on_error(name: str) -> None:
+        raise DiscoveryError(f"cannot import {name}: {sys.exc_info()[1]!r}")
+
+    app._on_autodiscovery_error = on_error  # type: ignore[method-assign]
+
+
 def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     """Apply every adaptation to the worker's app (after `check_installed`)."""
+    fail_on_discovery_error(app)
     set_fetch_max_wait(fetch_max_wait_ms)
     app.on_rebalance_complete.connect(pause_own_changelogs)

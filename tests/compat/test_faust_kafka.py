@@ -119,3 +119,23 @@ def test_only_changelogs_of_own_active_tables_are_paused() -> None:
         ("app-partition-state-changelog", 0),
         ("app-symbol-state-changelog", 0),
     ]
+
+
+def test_a_module_failing_at_discovery_stops_the_worker() -> None:
+    """faust itself only logs it and starts without the module's agents and views."""
+    app = faust.App(
+        "compat-discovery", broker="kafka://127.0.0.1:1", autodiscover=["tests.compat.broken_pkg"]
+    )
+    app.discover()  # faust's own behaviour: a logged warning, nothing raised
+    faust_kafka.fail_on_discovery_error(app)
+    with pytest.raises(faust_kafka.DiscoveryError, match="bug at import"):
+        app.discover()
+
+
+def test_check_sees_discovery_no_longer_reporting_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    def discover(self: faust.App, *modules: str) -> None:  # a discover() without the hook
+        return None
+
+    monkeypatch.setattr(faust.App, "discover", discover)
+    with pytest.raises(faust_kafka.CompatError, match="discover"):
+        faust_kafka.check_installed()
