@@ -36,7 +36,12 @@ from app.pipeline.topics import (
 )
 from app.sources.brokers.registry import payload_parsers
 from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
-from app.tables.ticks import historical_state, partition_state, symbol_state
+from app.tables.ticks import (
+    historical_partition_state,
+    historical_state,
+    partition_state,
+    symbol_state,
+)
 from app.tables.values import PartitionClocks, SymbolStateValue, decode, encode
 from app.wire import codec
 
@@ -112,6 +117,7 @@ class TickGroup:
         self.live = live
         self.in_flight = in_flight
         self.state_table = symbol_state if live else historical_state
+        self.partition_table = partition_state if live else historical_partition_state
         self.loaded: dict[bytes, _Loaded] = {}
         self.partitions: dict[bytes, _Partition] = {}
         self.outputs: list[tuple[faust.TopicT, bytes, bytes]] = []
@@ -127,7 +133,7 @@ class TickGroup:
                 clocks = held.clocks
             else:
                 with in_event(event):
-                    clocks = decode(PartitionClocks, partition_state.get(guard)).clocks
+                    clocks = decode(PartitionClocks, self.partition_table.get(guard)).clocks
             part = self.partitions[guard] = _Partition(clocks)
         return part
 
@@ -229,7 +235,9 @@ class TickGroup:
         for guard, part in self.partitions.items():
             if part.event is not None:
                 value = encode(PartitionClocks(part.clocks))
-                self.writes.append(StateWrite(partition_state, guard, value, part.event, rank=1))
+                self.writes.append(
+                    StateWrite(self.partition_table, guard, value, part.event, rank=1)
+                )
         self.in_flight.hold(self)
 
     def released(self) -> None:

@@ -49,6 +49,7 @@ def create_app(cfg: Settings) -> faust.App:
         web_application_options=web_application_options(cfg.service),
         version=1,
         Topic="app.pipeline.visible_topic:VisibleTopic",
+        Worker="app.cli.replay_guard:Worker",  # refuses to start mid-replay
     )
 
 
