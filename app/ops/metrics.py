@@ -29,6 +29,11 @@ REJECTS = Counter(
 CONTEXT_OUT = Counter(
     "ingest_context_out_total", "Observations written to market-context-stream.", ["provider"]
 )
+SOURCE_RESTARTS = Counter(
+    "ingest_source_restarts_total",
+    "Source tasks (broker streams, collectors) restarted after a crash or an early return.",
+    ["source", "kind"],
+)
 BATCH_SECONDS = Histogram(
     "ingest_batch_processing_seconds",
     "Time to process one raw Kafka message (a batch).",
