@@ -7,16 +7,22 @@ like any other topic, and a worker runs exactly the sources whose partitions it 
 assigned. A rebalance (a worker joins, leaves or dies: after the session timeout) moves
 the partitions, and with them the sources.
 
-Kafka's eager rebalance protocol revokes every partition from every member before any
-member gets its new assignment, and the sources are stopped on revocation: so two
-workers never stream the same source at once (OANDA limits streams per account), at
-the cost of a short pause of every source of the group during a rebalance. A worker
-that is cut off from Kafka but still alive (a zombie) keeps its sources until it learns
-of the rebalance; that is the limit of group membership without fencing.
+A source keeps running through a rebalance that leaves it where it is (faust's assignor
+is sticky: the survivors of a dead worker keep their partitions), so a rebalance does not
+interrupt the sources it does not move. A source that moves is stopped by its old owner
+as soon as that worker gets its new assignment, and started by its new owner
+`HANDOVER_S` after the new owner got its own (both come from the same SyncGroup round),
+so that the two streams do not overlap. (Stopping everything on revocation, Kafka's
+eager protocol, would restart every source of the group on every rebalance and lose
+the lines in flight on each closed stream.) When the owner dies, its sources start in
+another worker after the session timeout plus `HANDOVER_S`. A worker cut off from Kafka
+but still alive (a zombie) keeps streaming until it notices; group membership without
+fencing cannot exclude that.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -29,6 +35,9 @@ from app.pipeline.faust_app import app, settings
 log = logging.getLogger(__name__)
 
 StartFn = Callable[[str], None]
+# A moved source starts this long after its new owner got the assignment: the old owner
+# stops it as soon as it gets its own assignment of the same rebalance.
+HANDOVER_S = 2.0
 StopFn = Callable[[str], Awaitable[None]]
 
 
@@ -45,10 +54,17 @@ class SourceAssignment:
     an assignment that arrives earlier is applied at that moment.
     """
 
-    def __init__(self, kind: str, names: Iterable[str], faust_app: faust.App = app) -> None:
+    def __init__(
+        self,
+        kind: str,
+        names: Iterable[str],
+        faust_app: faust.App = app,
+        handover_s: float = HANDOVER_S,
+    ) -> None:
         self.kind = kind
         self.names = sorted(names)
         self.app = faust_app
+        self.handover_s = handover_s
         self.topic_name = f"{settings.service.app_id}-source-assignments-{kind}"
         self.topic = faust_app.topic(
             self.topic_name,
@@ -65,8 +81,8 @@ class SourceAssignment:
         self._start: StartFn | None = None
         self._stop: StopFn | None = None
         self._running: set[str] = set()
+        self._pending: dict[str, asyncio.TimerHandle] = {}
         faust_app.agent(self.topic, name=f"source-assignments-{kind}")(_hold)
-        faust_app.on_partitions_revoked.connect(self._on_revoked)
         faust_app.on_partitions_assigned.connect(self._on_assigned)
 
     def report(self) -> dict[str, Any]:
@@ -74,6 +90,7 @@ class SourceAssignment:
             "topic": self.topic_name,
             "owned": sorted(self.owned),
             "running": sorted(self._running),
+            "starting": sorted(self._pending),
             "not_here": sorted(set(self.names) - self.owned),
             "rebalances": self.generation,
         }
@@ -99,13 +116,6 @@ class SourceAssignment:
         partitions = [tp.partition for tp in tps if tp.topic == self.topic_name]
         return owned_sources(self.names, partitions, self._partition_count())
 
-    async def _on_revoked(self, _app: Any, revoked: set[TP], **_: Any) -> None:
-        lost = self._mine(revoked)
-        if lost & self.owned:
-            log.info("%s sources revoked: %s", self.kind, ", ".join(sorted(lost)))
-        self.owned -= lost
-        await self._apply()
-
     async def _on_assigned(self, _app: Any, assigned: set[TP], **_: Any) -> None:
         self.generation += 1
         self.owned = self._mine(assigned)
@@ -119,14 +129,26 @@ class SourceAssignment:
     async def _apply(self) -> None:
         if self._start is None or self._stop is None:
             return
+        for name in sorted(set(self._pending) - self.owned):
+            self._pending.pop(name).cancel()
         for name in sorted(self._running - self.owned):
-            log.info("%s source %s: stopping (not assigned here)", self.kind, name)
-            await self._stop(name)
+            log.info("%s source %s: stopping (assigned elsewhere)", self.kind, name)
             self._running.discard(name)
-        for name in sorted(self.owned - self._running):
-            log.info("%s source %s: starting (assigned here)", self.kind, name)
-            self._start(name)
-            self._running.add(name)
+            await self._stop(name)
+        loop = asyncio.get_running_loop()
+        for name in sorted(self.owned - self._running - set(self._pending)):
+            log.info(
+                "%s source %s: starting in %.1fs (assigned here)", self.kind, name, self.handover_s
+            )
+            self._pending[name] = loop.call_later(self.handover_s, self._start_now, name)
+
+    def _start_now(self, name: str) -> None:
+        self._pending.pop(name, None)
+        if name not in self.owned or name in self._running or self._start is None:
+            return
+        log.info("%s source %s: starting", self.kind, name)
+        self._running.add(name)
+        self._start(name)
 
 
 async def _hold(stream: faust.StreamT) -> None:
