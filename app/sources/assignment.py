@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 StartFn = Callable[[str], None]
 # A moved source starts this long after its new owner got the assignment: the old owner
 # stops it as soon as it gets its own assignment of the same rebalance.
-HANDOVER_S = 2.0
+HANDOVER_S = 1.0
 StopFn = Callable[[str], Awaitable[None]]
 
 

@@ -6,7 +6,8 @@ or returns on its own, logs the traceback, counts a restart in `/metrics`, marks
 source down on `/health` (its status is `crashed` and the service `degraded` until it
 runs again) and starts it again after a capped, jittered `Backoff`. `SourceSupervisor`
 holds the supervised sources of one service and is the `/health` check that names the
-ones that are down.
+ones that are down. `run_with_restarts` is the same for a step that ends (an import):
+restarted after a crash, a bounded number of times.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from app.ops.metrics import SOURCE_RESTARTS
 from app.sources.contract import Backoff
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # A run that lasted this long was healthy: the next crash starts the backoff from the
 # beginning instead of from where the last crash streak left it.
@@ -177,3 +179,37 @@ class SourceSupervisor:
             if s.status == "crashed"
         ]
         return "; ".join(down) or None
+
+
+async def run_with_restarts(
+    name: str, kind: str, step: Callable[[], Awaitable[T]], backoff: Backoff, attempts: int
+) -> T:
+    """`await step()`, run again after an unexpected exception, at most `attempts` times.
+
+    For steps that end and can resume (the Dukascopy import of one symbol resumes from
+    its checkpoint): each crash is logged with its traceback and counted like a source
+    restart; the last one is raised to the caller.
+    """
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            return await step()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if attempt >= attempts:
+                log.exception("%s (%s) failed %d times, giving up", name, kind, attempt)
+                raise
+            delay = backoff.next_delay()
+            SOURCE_RESTARTS.labels(name, kind).inc()
+            log.exception(
+                "%s (%s) crashed (%s: %s); attempt %d of %d in %.2fs",
+                name,
+                kind,
+                type(exc).__name__,
+                exc,
+                attempt + 1,
+                attempts,
+                delay,
+            )
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")  # the loop returns or raises

@@ -187,6 +187,9 @@ async def test_each_broker_streams_in_one_worker_and_moves_when_its_worker_dies(
         lines = stats[b]["connection_lines"]
         received = sum(1 for broker, _, at in raw if broker == b and at < killed_ns)
         tail_lost[b] = sum(lines[: before[b]]) - received
+    # When did the last line of the killed stream reach the worker, before the kill?
+    last_before = max(at for broker, _, at in raw if broker in moved and at < killed_ns)
+    last_line_ms = (killed_ns - last_before) / 1e6
     lost = sent - per_key(raw)
     extra = per_key(raw) - sent
     lost_moved = sum(n for (b, _), n in lost.items() if b in moved)
@@ -205,7 +208,8 @@ async def test_each_broker_streams_in_one_worker_and_moves_when_its_worker_dies(
         f" (owner of {moved}): streams open again in another worker {switch_s:.1f}s after the"
         f" kill (session timeout {FAST_REBALANCE['INGEST__KAFKA__SESSION_TIMEOUT_S']} s);"
         f" {sum(sent.values())} lines sent in all, lost={lost_moved} (moved brokers: the"
-        f" killed stream's tail {tail_lost}) +{lost_other} (others), duplicated="
+        f" killed stream's tail {tail_lost}; its last line in Kafka was received"
+        f" {last_line_ms:.0f} ms before the kill, lines come every 100 ms) +{lost_other} (others), duplicated="
         f"{duplicated_after}; lines of the new streams sent/in Kafka {after_kill};"
         f" new connections {restarted},"
         f" max streams open at once {max_open}, new owners {new_owners}"

@@ -1,6 +1,8 @@
 """Source supervision: a source task that raises (or returns) inside its loop is shown on
 /health, counted in /metrics, the service is `degraded`, and it runs again after its
-backoff - for a bare coroutine and for the real OANDA client against the simulator."""
+backoff - for a bare coroutine and for the real OANDA client against the simulator.
+And the assignment of sources to workers by partitions (without Kafka: the faust
+signal is called as faust calls it)."""
 
 from __future__ import annotations
 
@@ -8,15 +10,19 @@ import asyncio
 import random
 import time
 from collections.abc import Callable
+from types import SimpleNamespace
 
+import pytest
 from aiohttp.test_utils import TestServer
+from faust.types import TP
 from prometheus_client import REGISTRY
 
 from app.ops.health import HealthRegistry
+from app.sources.assignment import SourceAssignment, owned_sources
 from app.sources.brokers.feeds import connections_problem
 from app.sources.brokers.oanda import OandaPriceStream
 from app.sources.contract import Backoff
-from app.sources.supervisor import SourceSupervisor, Supervised
+from app.sources.supervisor import SourceSupervisor, Supervised, run_with_restarts
 from devstack.simulator import Simulator
 from tests.sources.test_oanda_client import CollectingSink, broker
 
@@ -178,3 +184,66 @@ async def test_the_oanda_client_raising_in_its_read_loop_is_down_then_streams_ag
         await supervisor.stop_all()
         await server.close()
     assert client.state.status == "stopped"
+
+
+async def test_an_import_step_is_rerun_after_a_crash_and_the_last_crash_is_raised() -> None:
+    calls: list[int] = []
+
+    async def step() -> str:
+        calls.append(len(calls))
+        if len(calls) < 3:
+            raise OSError("disk hiccup")
+        return "done"
+
+    before = restarts("dukascopy:EURUSD", "dukascopy")
+    backoff = Backoff(0.01, 0.02, random.Random(5))
+    assert await run_with_restarts("dukascopy:EURUSD", "dukascopy", step, backoff, 3) == "done"
+    assert len(calls) == 3
+    assert restarts("dukascopy:EURUSD", "dukascopy") == before + 2
+    calls.clear()
+    with pytest.raises(OSError):
+        await run_with_restarts("dukascopy:EURUSD", "dukascopy", step, backoff, 2)
+    assert len(calls) == 2
+
+
+class FakeApp:
+    """What SourceAssignment needs of faust: a topic, an agent, the assignment signal."""
+
+    def __init__(self, partitions: int) -> None:
+        self.consumer = SimpleNamespace(topic_partitions=lambda _name: partitions)
+        self.on_partitions_assigned = SimpleNamespace(connect=lambda fun: fun)
+
+    def topic(self, *_: object, **__: object) -> object:
+        return object()
+
+    def agent(self, *_: object, **__: object) -> Callable[[object], object]:
+        return lambda fun: fun
+
+
+async def test_sources_follow_their_partitions_with_a_handover_delay() -> None:
+    assert owned_sources(["c", "a", "b"], [0, 2], 3) == {"a", "c"}
+    assert owned_sources(["a", "b", "c", "d"], [1], 2) == {"b", "d"}
+    assignment = SourceAssignment("brokers", ["a", "b", "c"], FakeApp(3), handover_s=0.05)
+    topic = assignment.topic_name
+    log: list[str] = []
+
+    async def stop(name: str) -> None:
+        log.append(f"stop {name}")
+
+    await assignment.bind(lambda name: log.append(f"start {name}"), stop)
+    await assignment._on_assigned(None, {TP(topic, 0), TP(topic, 2), TP("other", 1)})
+    assert log == []  # not before the handover delay
+    await asyncio.sleep(0.1)
+    assert sorted(log) == ["start a", "start c"]
+    log.clear()
+    # A rebalance that leaves c here and moves a away: a stops at once, c runs on.
+    await assignment._on_assigned(None, {TP(topic, 2)})
+    assert log == ["stop a"]
+    # b assigned, then moved away again within its handover: it never starts.
+    await assignment._on_assigned(None, {TP(topic, 1), TP(topic, 2)})
+    await assignment._on_assigned(None, {TP(topic, 2)})
+    await asyncio.sleep(0.1)
+    assert log == ["stop a"]
+    assert assignment.report()["running"] == ["c"]
+    await assignment.unbind()
+    assert log == ["stop a", "stop c"]

@@ -30,6 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 
 from app.settings import NatsSettings
+from app.sources.contract import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,8 @@ class NatsPublisher(Service):
         self._seq = itertools.count()
         self._retry_tasks: set[asyncio.Task[None]] = set()
         self._stream_ready = False
+        # A failed publish is re-sent after a capped, jittered delay (grows per attempt).
+        self._resend_backoff = Backoff(cfg.reconnect_wait_s, max(cfg.reconnect_wait_s, 30.0))
 
     @property
     def jetstream(self) -> bool:
@@ -192,8 +195,7 @@ class NatsPublisher(Service):
         task.add_done_callback(self._retry_tasks.discard)
 
     async def _resend(self, item: _Pending) -> None:
-        backoff = min(self.cfg.reconnect_wait_s * 2 ** min(item.attempts - 1, 5), 30.0)
-        await asyncio.sleep(backoff)
+        await asyncio.sleep(self._resend_backoff.delay(item.attempts - 1))
         while not self._stream_ready:
             await self._connected.wait()
             await self._ensure_stream()
