@@ -65,6 +65,8 @@ class LiveStateCollector(Collector):
             "ingest_source_reconnects", "Broker stream reconnects.", labels=["source"]
         )
         for name, state in sorted(brokers.items()):
+            if state["status"] == "elsewhere":
+                continue  # another worker of the group streams it and reports it
             connected.add_metric([name], 1.0 if state["status"] == "connected" else 0.0)
             reconnects.add_metric([name], state.get("reconnects", 0))  # 0 when disabled
         yield connected
