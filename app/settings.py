@@ -13,10 +13,17 @@ from collections.abc import Mapping
 from decimal import Decimal
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "service.yaml"
@@ -37,7 +44,6 @@ class Section(BaseModel):
 class ServiceSettings(Section):
     name: str = "data-ingestion"
     app_id: str = "data-ingestion"
-    version: str = "1.0.0"
     data_dir: Path = REPO_ROOT / ".run" / "worker"
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, gt=0, lt=65536)
@@ -91,20 +97,16 @@ class NatsSettings(Section):
 
 
 class BrokerSettings(Section):
-    """A named price feed; `kind` selects the client, so new kinds need no pipeline change."""
+    """What every broker feed has. `kind` picks the kind's own settings model, which adds its
+    fields (app.sources.brokers.registry): a new kind needs no change here."""
 
-    kind: Literal["oanda_v20"] = "oanda_v20"
+    kind: str = "oanda_v20"
     display_name: str = ""
     enabled: bool = True
-    stream_url: str
-    account: str
-    token_env: str
     symbols: list[str] = Field(min_length=1)
     priority: int = Field(ge=1)
-    heartbeat_timeout_s: float = Field(10.0, gt=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
-    auth_backoff_s: float = Field(60.0, gt=0)
     connect_timeout_s: float = Field(10.0, gt=0)
 
     @field_validator("symbols")
@@ -114,6 +116,19 @@ class BrokerSettings(Section):
         if bad:
             raise ValueError(f"symbols must be upper-case without separators, got {bad}")
         return symbols
+
+
+def _broker_of_its_kind(data: Any) -> Any:
+    """Validate a broker entry with the settings model its `kind` registered."""
+    if not isinstance(data, Mapping):
+        return data
+    # Imported here: the registry imports the kinds' modules, which import this one.
+    from app.sources.brokers.registry import KINDS
+
+    kind = data.get("kind", "oanda_v20")
+    if kind not in KINDS:
+        raise ValueError(f"unknown broker kind {kind!r} (known: {', '.join(sorted(KINDS))})")
+    return KINDS[kind].settings.model_validate(dict(data))
 
 
 class InstrumentSettings(Section):
@@ -218,7 +233,7 @@ class Settings(Section):
     service: ServiceSettings = ServiceSettings()
     kafka: KafkaSettings = KafkaSettings()
     nats: NatsSettings = NatsSettings()
-    brokers: dict[str, BrokerSettings] = {}
+    brokers: dict[str, Annotated[BrokerSettings, BeforeValidator(_broker_of_its_kind)]] = {}
     instruments: dict[str, InstrumentSettings] = {}
     validation: ValidationSettings = ValidationSettings()
     best_price: BestPriceSettings = BestPriceSettings()

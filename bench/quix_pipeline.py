@@ -6,7 +6,7 @@ rejects -> rejects topic. The per-batch work is the app's own `TickProcessor` (t
 rules and best-price function, called the same way as the faust agent calls them), so the
 comparison measures the stream-processing framework, not two different rule sets.
 
-State layout mirrors the faust tables: per symbol key: quotes, quality, best, rejects;
+State layout mirrors the faust tables: one value per symbol (app.tables.values);
 the per-partition broker clocks under their own prefix in the same partition's store.
 
 Run: python -m bench.quix_pipeline --bootstrap HOST:PORT --group G --state-dir DIR
@@ -23,6 +23,8 @@ from quixstreams import Application, message_context
 
 from app.core.processor import BatchResult, SymbolState, TickProcessor
 from app.settings import get_settings
+from app.sources.brokers.registry import payload_parsers
+from app.tables.values import SymbolStateValue, from_builtins, to_builtins
 from app.wire import codec
 
 OUTPUT, REJECT = 0, 1
@@ -41,7 +43,7 @@ def build(args: argparse.Namespace) -> Application:
     raw = quix.topic(args.input, key_deserializer="bytes", value_deserializer="bytes")
     out = quix.topic(args.output, key_serializer="bytes", value_serializer="bytes")
     rejects = quix.topic(args.rejects, key_serializer="bytes", value_serializer="bytes")
-    processor = TickProcessor(get_settings())
+    processor = TickProcessor(get_settings(), payload_parsers())
     raw_sdf = quix.dataframe(raw)
 
     def process(value: bytes, key: bytes, _ts: int, _headers: Any, state: Any) -> list:
@@ -54,26 +56,24 @@ def build(args: argparse.Namespace) -> Application:
         clocks_state = transaction.as_state(prefix=CLOCK_PREFIX)
         sources = {r.tick.source or r.source for r in records}
         clock_keys = {s: f"{topic}/{partition}/{s}" for s in sources}
+        stored = from_builtins(SymbolStateValue, state.get("symbol"))
         symbol_state = SymbolState(
-            quotes=state.get("quotes") or {},
+            quotes=stored.quotes,
             clocks={s: c for s, k in clock_keys.items() if (c := clocks_state.get(k)) is not None},
-            quality=state.get("quality") or {},
-            best=state.get("best"),
-            rejects=state.get("rejects") or {},
+            quality=stored.quality,
+            best=stored.best,
+            rejects=stored.rejects,
         )
         result: BatchResult = processor.process(
             key.decode(), records, topic, partition, offset, symbol_state, True
         )
-        if result.accepted:
-            state.set("quotes", symbol_state.quotes)
-            for source in result.changed_clocks:
-                clocks_state.set(clock_keys[source], symbol_state.clocks[source])
+        for source in result.changed_clocks:
+            clocks_state.set(clock_keys[source], symbol_state.clocks[source])
         if result.accepted or result.rejected:
-            state.set("quality", symbol_state.quality)
-        if result.emitted:
-            state.set("best", symbol_state.best)
-        if result.rejected:
-            state.set("rejects", symbol_state.rejects)
+            value = SymbolStateValue(
+                symbol_state.quotes, symbol_state.quality, symbol_state.best, symbol_state.rejects
+            )
+            state.set("symbol", to_builtins(value))
         produced: list = []
         if result.emitted:
             produced.append((OUTPUT, codec.encode_market_data(result.emitted)))

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the service and its tests need on a fresh Debian machine:
 # nats-server (Debian), Java 17 + Maven (only where missing; Maven resolves the Kafka
-# broker jars), a Python venv in .venv with the package and its test extras.
+# broker jars), promtool (Debian's prometheus package: the alert rule tests), a Python venv
+# in .venv with the package and its test extras.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,10 +10,13 @@ need_apt=()
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_apt+=(nats-server)
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install: apt-get install ${need_apt[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        -o DPkg::Lock::Timeout=600 \
+        "${need_apt[@]}" >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -12,6 +12,7 @@ from app.core.quality import (
     update_accepted,
     update_rejected,
 )
+from app.core.state import BrokerStats
 from app.settings import load_settings
 
 MS = 1_000_000
@@ -20,7 +21,7 @@ PIP = 100_000
 PARAMS = QualityParams.from_settings(load_settings())  # 250 ms expected, gap factor 4, 3 s fresh
 
 
-def feed(event_offsets_ms: list[int], latency_ms: int = 10, spread: int = 100_000) -> list:
+def feed(event_offsets_ms: list[int], latency_ms: int = 10, spread: int = 100_000) -> BrokerStats:
     stats = None
     for off in event_offsets_ms:
         event = T0 + off * MS

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from app.core.models import NS_PER_MS, Tick, parse_price
-from app.core.validation import (
+from app.core.reasons import (
     CROSSED_QUOTE,
     DUPLICATE,
     FUTURE_DATED,
@@ -17,6 +17,9 @@ from app.core.validation import (
     SPREAD_TOO_WIDE,
     STALE,
     TOO_FREQUENT,
+)
+from app.core.state import Quote
+from app.core.validation import (
     Limits,
     LimitsBook,
     resolve_limits,
@@ -48,8 +51,8 @@ def tick(bid: str, ask: str, event: int = T0, receive: int | None = None) -> Tic
     )
 
 
-def last(t: Tick) -> list:
-    return [t.event_time_ns, t.bid, t.ask]
+def last(t: Tick) -> Quote:
+    return Quote.of(t)
 
 
 def test_a_normal_tick_passes():
@@ -134,7 +137,9 @@ def test_all_reasons_are_reported_together():
 def test_spread_and_jump_match_exact_arithmetic(bid: int, spread: int, move: int):
     base = Tick("EURUSD", "b", bid, bid + spread, 0.0, 0.0, T0, T0)
     new = Tick("EURUSD", "b", bid + move, bid + move + spread, 0.0, 0.0, T0 + 1, T0 + 1)
-    reasons = validate_tick(new, [T0, base.bid, base.ask], 0, EURUSD)
+    reasons = validate_tick(
+        new, Quote(T0, base.bid, base.ask, 0.0, 0.0, T0, "", -1, -1, 0), 0, EURUSD
+    )
     assert (SPREAD_TOO_WIDE in reasons) == (spread > 500_000)
     if bid + move > 0:
         # |mid move| / mid > 2 %, in exact rationals

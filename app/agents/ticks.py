@@ -1,54 +1,32 @@
 """The processing agents: raw.broker.ticks / raw.historical.ticks -> market-data-stream.
 
-Raw messages are processed in groups: whatever accumulated while the previous group was
-being published (one message when ticks are rare, hundreds under load; no timer, so a
-lone message waits for nothing). For a group:
-1. read each table key once, run every record of every message through `TickProcessor`
-   (pure, no await per tick),
-2. produce the outputs (one MarketDataStream per input message that changed something,
-   one Rejection per rejected record) and wait for Kafka to acknowledge them all at once,
-3. only then write each changed table key once, and then ack the input events (the
-   stream is `noack`: faust commits an offset only once its event is acked). The writes
-   of consecutive acknowledged groups are merged and made at most every
-   `kafka.table_write_interval_ms`: a key changed by fifty single-tick groups is written
-   (RocksDB + changelog record) once, not fifty times.
-
-Guarantee: at-least-once without loss. The order outputs-acked -> state-written ->
-offsets-committed means a crash at any point either re-processes a message with its
-effects not yet in the tables (the same bytes are produced again under the same key:
-a duplicate, which the NATS bridge drops by content), or finds its effects in the tables
-(`applied` offset of its partition), in which case its outputs were acknowledged before
-and it is skipped.
+Each agent hands its events to the delivery engine (`app.pipeline.delivery`), which orders
+outputs acknowledged -> state written -> offsets acked. What is tick-specific lives here: a
+`TickGroup` reads each table key once, runs every record of every message through the pure
+`TickProcessor` (no await per tick), collects the outputs (one MarketDataStream per input
+message that changed something, one Rejection per rejected record) and the new table
+values. Each symbol's value carries the offset of the last raw message applied to it, so a
+message re-read after a crash whose effects are already in the table is skipped (its
+outputs were acknowledged before that value was written).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-import weakref
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 
-# faust (pinned 0.15.3) takes a table key's partition - for writes and for RocksDB reads -
-# from the event being processed; groups are read and written outside faust's own
-# iteration, so each access is done inside the context of the event it belongs to.
-from faust.streams import _current_event
-
-from app.core.processor import (
-    MALFORMED_BATCH,
-    STAGE_PARSE,
-    BatchResult,
-    Rejected,
-    SymbolState,
-    TickProcessor,
-)
-from app.ops.metrics import BATCH_SECONDS, END_TO_END_SECONDS, REJECTS, TICKS_IN, TICKS_OUT
+from app.compat.faust_kafka import in_event
+from app.core.processor import BatchResult, Rejected, SymbolState, TickProcessor
+from app.core.reasons import MALFORMED_BATCH, STAGE_PARSE
+from app.ops.metrics import REJECTS, SYMBOL_TICKS_IN, LabelledCounter
+from app.ops.metrics import TICKS_IN as _TICKS_IN
+from app.ops.metrics import TICKS_OUT as _TICKS_OUT
+from app.ops.runtime import pipeline_timings
+from app.pipeline.delivery import DeliveryEngine, StateWrite
 from app.pipeline.faust_app import app, settings
 from app.pipeline.topics import (
     market_data_rejects,
@@ -56,55 +34,21 @@ from app.pipeline.topics import (
     raw_broker_ticks,
     raw_historical_ticks,
 )
+from app.sources.brokers.registry import payload_parsers
 from app.tables.ticks import historical_state, partition_state, symbol_state
+from app.tables.values import PartitionClocks, SymbolStateValue, decode, encode
 from app.wire import codec
 
 log = logging.getLogger(__name__)
 
-GROUP_MAX = 500  # raw messages per group; the agent waits when this many are pending
-PUBLISH_RETRY_MAX_S = 5.0
-WRITE_INTERVAL_S = settings.kafka.table_write_interval_ms / 1000
-
-processor = TickProcessor(settings)
-
-
-@contextmanager
-def in_event(event: faust.EventT) -> Iterator[None]:
-    """Make `event` faust's current event: table reads and writes use its partition."""
-    token = _current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        _current_event.reset(token)
-
-
-class PipelineMetrics:
-    """Live timing of this worker (observability only; never written to Kafka or tables)."""
-
-    def __init__(self, alpha: float = 0.05) -> None:
-        self.alpha = alpha
-        self.batches = 0
-        self.ticks = 0
-        self.batch_ms = 0.0
-        self.distribution_latency_ms: float | None = None
-
-    def observe(self, started: float, messages: int, records: int, last_receive_ns: int) -> None:
-        elapsed = time.perf_counter() - started
-        BATCH_SECONDS.observe(elapsed / max(messages, 1))
-        self.batches += messages
-        self.ticks += records
-        self.batch_ms += self.alpha * (elapsed * 1000 / max(messages, 1) - self.batch_ms)
-        if last_receive_ns:
-            latency_s = (time.time_ns() - last_receive_ns) / 1e9
-            END_TO_END_SECONDS.observe(latency_s)
-            prev = self.distribution_latency_ms
-            latency = latency_s * 1000
-            self.distribution_latency_ms = (
-                latency if prev is None else prev + self.alpha * (latency - prev)
-            )
-
-
-metrics = PipelineMetrics()
+TICKS_IN = LabelledCounter(_TICKS_IN)
+TICKS_OUT = LabelledCounter(_TICKS_OUT)
+# Per configured symbol only (a raw key is any bytes: no unbounded label values). The
+# series exist at 0 from start-up, so a symbol that never ticks trips the market-hours alert.
+SYMBOL_TICKS = {
+    symbol: SYMBOL_TICKS_IN.labels(symbol, instrument.asset_class)
+    for symbol, instrument in settings.instruments.items()
+}
 
 
 @dataclass(slots=True)
@@ -131,17 +75,17 @@ class _Partition:
 
 
 class InFlight:
-    """State changed by the group whose outputs are not acknowledged yet.
+    """State changed by groups whose writes are not made yet.
 
-    Its table writes wait for those acknowledgements, so the next group, processed in the
-    meantime, reads these values instead of the (older) tables.
+    Their table writes wait for their outputs' acknowledgements, so the next group,
+    processed in the meantime, reads these values instead of the (older) tables.
     """
 
     def __init__(self) -> None:
         self.symbols: dict[bytes, _Loaded] = {}
         self.partitions: dict[bytes, _Partition] = {}
 
-    def hold(self, group: GroupProcessor) -> None:
+    def hold(self, group: TickGroup) -> None:
         for key, loaded in group.loaded.items():
             if loaded.changed:
                 self.symbols[key] = loaded
@@ -149,7 +93,7 @@ class InFlight:
             if part.event is not None:
                 self.partitions[guard] = part
 
-    def release(self, group: GroupProcessor) -> None:
+    def release(self, group: TickGroup) -> None:
         """After `group`'s writes: forget what no later group changed since."""
         for key, loaded in group.loaded.items():
             if self.symbols.get(key) is loaded:
@@ -159,18 +103,18 @@ class InFlight:
                 del self.partitions[guard]
 
 
-class GroupProcessor:
-    """One group of raw messages of one agent: state read once, written once."""
+class TickGroup:
+    """One group of raw messages of one agent: state read once, new values written once."""
 
-    def __init__(self, live: bool, in_flight: InFlight | None = None) -> None:
+    def __init__(self, processor: TickProcessor, live: bool, in_flight: InFlight) -> None:
+        self.processor = processor
         self.live = live
-        self.in_flight = in_flight or InFlight()
+        self.in_flight = in_flight
         self.state_table = symbol_state if live else historical_state
         self.loaded: dict[bytes, _Loaded] = {}
         self.partitions: dict[bytes, _Partition] = {}
         self.outputs: list[tuple[faust.TopicT, bytes, bytes]] = []
-        self.pending: list[asyncio.Future[Any]] = []
-        self.snapshot: list[tuple[faust.TableT, bytes, dict[str, Any], faust.EventT]] = []
+        self.writes: list[StateWrite] = []
         self.records = 0
         self.last_receive_ns = 0
 
@@ -182,7 +126,7 @@ class GroupProcessor:
                 clocks = held.clocks
             else:
                 with in_event(event):
-                    clocks = (partition_state.get(guard) or {}).get("clocks", {})
+                    clocks = decode(PartitionClocks, partition_state.get(guard)).clocks
             part = self.partitions[guard] = _Partition(clocks)
         return part
 
@@ -197,15 +141,9 @@ class GroupProcessor:
             # faust's RocksDB store reads from the CURRENT event's partition only: read
             # inside this event's context, or a key of another partition reads as empty.
             with in_event(event):
-                value = self.state_table.get(key) or {}
-            state = SymbolState(
-                quotes=value.get("quotes", {}),
-                clocks=clocks,
-                quality=value.get("quality", {}),
-                best=value.get("best"),
-                rejects=value.get("rejects", {}),
-            )
-            loaded = self.loaded[key] = _Loaded(state, value.get("applied", {}), event)
+                value = decode(SymbolStateValue, self.state_table.get(key))
+            state = SymbolState(value.quotes, clocks, value.quality, value.best, value.rejects)
+            loaded = self.loaded[key] = _Loaded(state, value.applied, event)
         return loaded
 
     def add(self, event: faust.EventT) -> None:
@@ -241,27 +179,29 @@ class GroupProcessor:
             counts[MALFORMED_BATCH] = counts.get(MALFORMED_BATCH, 0) + 1
             self._collect(out_key, BatchResult(rejected=[rejected]), topic, partition, offset)
             return
-        result = processor.process(
+        result = self.processor.process(
             symbol, records, topic, partition, offset, loaded.state, self.live
         )
         if result.changed_clocks:
             part.event = event
         self._collect(out_key, result, topic, partition, offset)
         self.records += len(records)
-        if records:
-            last = records[-1]
-            self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
-            _count_in(result.records_by_source)
+        last = records[-1]
+        self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
+        for source, count in result.records_by_source.items():
+            TICKS_IN.child(source).inc(count)
+        if self.live and symbol in SYMBOL_TICKS:
+            SYMBOL_TICKS[symbol].inc(len(records))
 
     def _collect(
         self, key: bytes, result: BatchResult, topic: str, partition: int, offset: int
     ) -> None:
         if result.emitted:
             self.outputs.append((market_data_stream, key, codec.encode_market_data(result.emitted)))
-            _ticks_out(codec.OUTPUT_SOURCE).inc(len(result.emitted))
+            TICKS_OUT.child(codec.OUTPUT_SOURCE).inc(len(result.emitted))
         for source, ticks in result.passed.items():
             self.outputs.append((market_data_stream, key, codec.encode_source_ticks(source, ticks)))
-            _ticks_out(source).inc(len(ticks))
+            TICKS_OUT.child(source).inc(len(ticks))
         for rej in result.rejected:
             value = codec.encode_rejection(
                 rej.reasons, rej.detail, rej.record, rej.stage, topic, partition, offset, rej.index
@@ -271,233 +211,72 @@ class GroupProcessor:
                 REJECTS.labels(rej.stage, reason).inc()
 
     def freeze(self) -> None:
-        """Copy what this group will write, before the next group changes the same state."""
+        """Encode what this group will write, before the next group changes the same state."""
         for key, loaded in self.loaded.items():
             if loaded.changed:
                 state = loaded.state
-                value: dict[str, Any] = {
-                    "quotes": dict(state.quotes),
-                    "rejects": dict(state.rejects),
-                    "applied": dict(loaded.applied),
-                }
-                if self.live:
-                    value["quality"] = {b: list(v) for b, v in state.quality.items()}
-                    value["best"] = state.best
-                self.snapshot.append((self.state_table, key, value, loaded.event))
-        # After the symbols: a crash in between leaves the clocks behind (a laxer `stale`
-        # check for the re-processed ticks), never ahead of the state they summarise.
+                value = SymbolStateValue(
+                    quotes=state.quotes,
+                    rejects=state.rejects,
+                    applied=loaded.applied,
+                    quality=state.quality if self.live else {},
+                    best=state.best if self.live else None,
+                )
+                self.writes.append(StateWrite(self.state_table, key, encode(value), loaded.event))
+        # Rank 1: after the symbols. A crash in between leaves the clocks behind (a laxer
+        # `stale` check for the re-processed ticks), never ahead of the state they summarise.
         for guard, part in self.partitions.items():
             if part.event is not None:
-                self.snapshot.append(
-                    (partition_state, guard, {"clocks": dict(part.clocks)}, part.event)
-                )
+                value = encode(PartitionClocks(part.clocks))
+                self.writes.append(StateWrite(partition_state, guard, value, part.event, rank=1))
         self.in_flight.hold(self)
 
-    async def send(self) -> None:
-        """Hand every output to the producer; the acknowledgements come later."""
-        self.pending = [
-            await topic.send(key=key, value=value) for topic, key, value in self.outputs
-        ]
-
-    async def acknowledged(self) -> None:
-        """Wait for every output's acknowledgement.
-
-        A failed send (Kafka unreachable past the producer's own retries) sends the whole
-        group again after a pause rather than dropping anything: copies are identical
-        bytes, which downstream de-duplication absorbs.
-        """
-        delay = 0.1
-        while True:
-            try:
-                if self.pending:
-                    await asyncio.gather(*self.pending)
-                return
-            except KafkaError as exc:
-                log.warning("outputs not acknowledged (%r); sending again in %.1fs", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, PUBLISH_RETRY_MAX_S)
-                try:
-                    await self.send()
-                except KafkaError as again:
-                    log.warning("sending again failed: %r", again)
+    def released(self) -> None:
+        self.in_flight.release(self)
 
 
-class Acknowledged:
-    """Groups whose outputs Kafka acknowledged and whose state is not written yet.
+def write_in_event(write: StateWrite) -> None:
+    """A table write in the partition of the event it belongs to (faust's changelog rule)."""
+    with in_event(write.event):
+        write.table[write.key] = write.value
 
-    `write` merges them: each table key gets its newest value once (values are whole
-    snapshots, so the newest one holds the effects of every group before it), symbols
-    before partition clocks as within one group. Only then are the groups' events acked.
-    """
 
-    def __init__(self, in_flight: InFlight) -> None:
-        self.in_flight = in_flight
-        self.groups: list[tuple[GroupProcessor, list[faust.EventT]]] = []
+def processing_agent(topic: faust.TopicT, live: bool, name: str) -> Any:
+    """The agent of one raw topic: its events through TickGroups and the delivery engine."""
+    processor = TickProcessor(settings, payload_parsers())
 
-    def add(self, group: GroupProcessor, events: list[faust.EventT]) -> None:
-        self.groups.append((group, events))
+    async def agent(stream: Any) -> None:
+        in_flight = InFlight()
 
-    def write(self) -> None:
-        groups, self.groups = self.groups, []
-        if not groups:
-            return
-        owned = app.assignor.assigned_actives()
-        symbols: dict[tuple[str, bytes], tuple[faust.TableT, dict[str, Any], faust.EventT]] = {}
-        partitions: dict[bytes, tuple[dict[str, Any], faust.EventT]] = {}
-        for group, _events in groups:
-            for table, key, value, event in group.snapshot:
-                if table is partition_state:
-                    partitions[key] = (value, event)
-                else:
-                    symbols[(table.name, key)] = (table, value, event)
-        # A partition revoked meanwhile belongs to another worker now: its events stay
-        # unacked (that worker re-reads them) and its keys are not written from here.
-        for (_name, key), (table, value, event) in symbols.items():
-            if event.message.tp in owned:
-                with in_event(event):
-                    table[key] = value
-        for key, (value, event) in partitions.items():
-            if event.message.tp in owned:
-                with in_event(event):
-                    partition_state[key] = value
-        for group, events in groups:
-            self.in_flight.release(group)
+        def process(events: Sequence[faust.EventT]) -> TickGroup:
+            group = TickGroup(processor, live, in_flight)
             for event in events:
-                if event.message.tp in owned:
-                    event.ack()
+                group.add(event)
+            group.freeze()
+            return group
 
+        def on_acknowledged(group: Any, events: list[Any], started: float) -> None:
+            pipeline_timings.observe(started, len(events), group.records, group.last_receive_ns)
 
-_TICKS_IN: dict[str, Any] = {}
-_TICKS_OUT: dict[str, Any] = {}
-
-
-def _ticks_out(stream: str) -> Any:
-    """The labelled counter, looked up once per label (labels() is costly per call)."""
-    child = _TICKS_OUT.get(stream)
-    if child is None:
-        child = _TICKS_OUT[stream] = TICKS_OUT.labels(stream)
-    return child
-
-
-def _count_in(records_by_source: dict[str, int]) -> None:
-    for source, count in records_by_source.items():
-        child = _TICKS_IN.get(source)
-        if child is None:
-            child = _TICKS_IN[source] = TICKS_IN.labels(source)
-        child.inc(count)
-
-
-def process_group(
-    events: Sequence[faust.EventT], live: bool, in_flight: InFlight
-) -> GroupProcessor:
-    """Run a group through the rules; its state stays in memory until written."""
-    group = GroupProcessor(live, in_flight)
-    for event in events:
-        group.add(event)
-    group.freeze()
-    return group
-
-
-class GroupFeeder:
-    """Feeds an agent's events to the rules in groups and finishes them in order.
-
-    A group is what accumulated while the previous one was being processed and sent. The
-    next group is processed while the previous one waits for its acknowledgements (so
-    the worker computes while Kafka confirms); a group's tables are written, and its
-    events acked, only after its own outputs are acknowledged - together with the other
-    groups acknowledged within the same write interval.
-    """
-
-    def __init__(self, live: bool, write_interval_s: float) -> None:
-        self.live = live
-        self.write_interval_s = write_interval_s
-        self.pending: list[faust.EventT] = []
-        self.in_flight = InFlight()
-        self.acknowledged = Acknowledged(self.in_flight)
-        self.write_timer: asyncio.TimerHandle | None = None
-        self.failed: Exception | None = None
-        self.running: asyncio.Task[None] | None = None
-        self.room = asyncio.Event()
-        self.room.set()
-
-    async def add(self, event: faust.EventT) -> None:
-        if self.failed is not None:
-            raise self.failed
-        if self.running is not None and self.running.done():
-            self.running.result()  # a failed group stops the agent loudly (faust restarts it)
-        self.pending.append(event)
-        if self.running is None or self.running.done():
-            self.running = asyncio.ensure_future(self._drain())
-        if len(self.pending) >= GROUP_MAX:
-            self.room.clear()
-            await self.room.wait()
-
-    def stop(self) -> None:
-        """With the agent: groups not written yet are abandoned unacked (re-read later)."""
-        if self.running is not None and not self.running.done():
-            self.running.cancel()
-        if self.write_timer is not None:
-            self.write_timer.cancel()
-
-    async def _drain(self) -> None:
-        previous: tuple[GroupProcessor, list[faust.EventT], float] | None = None
+        engine = DeliveryEngine(
+            process,  # type: ignore[arg-type]
+            write_in_event,
+            app.assignor.assigned_actives,  # type: ignore[arg-type]
+            settings.kafka.table_write_interval_ms / 1000,
+            on_acknowledged,
+        )
         try:
-            while self.pending or previous is not None:
-                current = None
-                if self.pending:
-                    events, self.pending = self.pending, []
-                    self.room.set()
-                    started = time.perf_counter()
-                    group = process_group(events, self.live, self.in_flight)
-                    await group.send()
-                    current = (group, events, started)
-                if previous is not None:
-                    await self._finish(*previous)
-                previous = current
-        except Exception:
-            log.exception("raw message group failed; not acked, re-read after a restart")
-            self.room.set()
-            raise
+            async for event in stream.noack().events():
+                await engine.add(event)
+        finally:
+            engine.stop()
 
-    async def _finish(
-        self, group: GroupProcessor, events: list[faust.EventT], started: float
-    ) -> None:
-        await group.acknowledged()
-        metrics.observe(started, len(events), group.records, group.last_receive_ns)
-        self.acknowledged.add(group, events)
-        if self.write_timer is None:
-            self.write_timer = asyncio.get_running_loop().call_later(
-                self.write_interval_s, self._write
-            )
-
-    def _write(self) -> None:
-        self.write_timer = None
-        try:
-            self.acknowledged.write()
-        except Exception as exc:
-            # Its events stay unacked (re-read after a restart); the agent's next event
-            # raises this, so faust sees the agent fail instead of it silently stalling.
-            log.exception("table write failed")
-            self.failed = exc
+    agent.__name__ = agent.__qualname__ = name
+    agent.__doc__ = f"{topic.get_topic_name()} -> market-data-stream"
+    return app.agent(topic, name=f"{__name__}.{name}")(agent)
 
 
-@app.agent(raw_broker_ticks)
-async def process_broker_ticks(stream: Any) -> None:
-    """Live broker ticks: validation, broker quality, best price across brokers."""
-    feeder = GroupFeeder(live=True, write_interval_s=WRITE_INTERVAL_S)
-    try:
-        async for event in stream.noack().events():
-            await feeder.add(event)
-    finally:
-        feeder.stop()
-
-
-@app.agent(raw_historical_ticks)
-async def process_historical_ticks(stream: Any) -> None:
-    """Historical ticks: validation, then passed through per source."""
-    feeder = GroupFeeder(live=False, write_interval_s=WRITE_INTERVAL_S)
-    try:
-        async for event in stream.noack().events():
-            await feeder.add(event)
-    finally:
-        feeder.stop()
+# Live broker ticks: validation, broker quality, best price across brokers.
+process_broker_ticks = processing_agent(raw_broker_ticks, True, "process_broker_ticks")
+# Historical ticks: validation, then passed through per source.
+process_historical_ticks = processing_agent(raw_historical_ticks, False, "process_historical_ticks")

@@ -12,8 +12,6 @@ inside the worker, and a result computed once per run needs no changelog.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 from collections.abc import Awaitable
 from datetime import UTC, datetime
@@ -25,10 +23,12 @@ from faust.cli import argument, option
 
 from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, Tick, price_from_decimal
+from app.core.processor import tick_of_record
 from app.core.reference import ReferenceComparison, compare_to_reference
+from app.ops.reference_results import write_result
 from app.pipeline.faust_app import app, settings
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, raw_historical_ticks
-from app.sources.brokers.oanda import parse_oanda_line
+from app.sources.brokers.registry import payload_parsers
 from app.sources.contract import Backoff
 from app.sources.dukascopy.bi5 import (
     DirectoryHours,
@@ -61,14 +61,6 @@ def parse_when(text: str) -> datetime:
 
 def _dir(configured: Path | None, name: str) -> Path:
     return configured or Path(settings.service.data_dir) / "dukascopy" / name
-
-
-def results_dir() -> Path:
-    return _dir(settings.historical.results_dir, "reference")
-
-
-def result_path(symbol: str) -> Path:
-    return results_dir() / f"{symbol}.json"
 
 
 def hour_source(source_dir: str | None, base_url: str | None) -> HourSource:
@@ -176,16 +168,11 @@ async def import_dukascopy(
 
 
 def _live_tick(record: codec.RawRecord) -> Tick | None:
-    """The record's tick; a record without one is parsed from its payload like the agent does."""
-    if record.HasField("tick"):
-        return codec.tick_from_proto(record.tick)
-    if record.format == "oanda_v20":
-        try:
-            parsed = parse_oanda_line(record.payload, record.source, record.receive_time_ns)
-        except ParseError:
-            return None
-        return parsed if isinstance(parsed, Tick) else None
-    return None
+    """The record's tick, read as the processing agent reads it; None if it has none."""
+    try:
+        return tick_of_record(record, payload_parsers())
+    except ParseError:
+        return None
 
 
 async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
@@ -256,16 +243,6 @@ async def read_live_ticks(
     return ticks
 
 
-def write_result(result: ReferenceComparison) -> Path:
-    """Atomically replace the symbol's latest result (the web view may read it any time)."""
-    path = result_path(result.symbol)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True))
-    tmp.replace(path)
-    return path
-
-
 @app.command(
     argument("symbol"),
     option("--from", "start", required=True, help="window start (UTC)"),
@@ -311,7 +288,7 @@ async def reference_check(
         ),
         problems=problems,
     )
-    path = write_result(result)
+    path = write_result(settings, result)
     lines = [
         f"{name} {first.isoformat()} .. {last.isoformat()}: reference ticks "
         f"{result.reference_ticks}, live ticks {result.live_ticks}",

@@ -1,29 +1,85 @@
-"""How long faust's Kafka consumer may sit on a fetch that has no data.
+"""Every adaptation of faust-streaming / aiokafka internals, and the check that they still fit.
 
-faust-streaming 0.15.3 builds its aiokafka consumer with `fetch_max_wait_ms=1500` fixed.
-When a pending fetch covers only partitions without new data while others have some
-(partitions resumed after faust's flow control, or newly assigned), the worker idles that
-long: output timestamps of a 200,000-tick run showed 1.2-1.4 s stalls. A short wait
-removed them (run time 4.2-8 s -> 3.2 s) at the cost of a few more empty fetches.
+`check_installed()` runs before the worker builds its app: a missing or changed internal
+stops it with one clear line, instead of a patch that silently does nothing after an
+upgrade. The adaptations:
 
-And which partitions every fetch carries: faust "pauses" a partition only in its own
-bookkeeping, so its aiokafka consumer keeps fetching every assigned partition - including
-the changelogs of the worker's own active tables, which it writes and never reads after
-recovery. Every fetch request and response carried those 24 partitions (61 in all) and
-brought the worker's own table writes back over the network. They are paused in aiokafka
-once recovery is done (measured at 200 single-tick messages/s: worker CPU 58% -> 44%).
+1. **Fetch wait** (`set_fetch_max_wait`). faust 0.15.3 builds its aiokafka consumer with
+   `fetch_max_wait_ms=1500` fixed. When a pending fetch covers only partitions without new
+   data while others have some, the worker idles that long: a 200,000-tick run showed
+   1.2-1.4 s stalls; 100 ms removed them (run time 4.2-8 s -> 3.2 s).
+2. **Own changelogs not fetched** (`pause_own_changelogs`). faust "pauses" a partition only
+   in its own bookkeeping, so aiokafka keeps fetching every assigned partition, including
+   the changelogs of the worker's own active tables, which it writes and never reads after
+   recovery (measured at 200 single-tick messages/s: worker CPU 58% -> 44%).
+3. **Autodiscovery errors are fatal** (`fail_on_discovery_error`). faust logs a module that
+   fails to import during autodiscovery as a warning and starts without its agents,
+   tables or views: a worker that says "Ready" and processes nothing.
+4. **Current event** (`in_event`). faust takes a table key's partition, for writes and for
+   RocksDB reads, from the event being processed; the delivery engine reads and writes
+   state outside faust's own iteration, so it sets that event itself.
 """
 
 from __future__ import annotations
 
+import contextvars
+import importlib.metadata
+import inspect
 import logging
+import sys
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import faust
+import faust.streams
+from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 log = logging.getLogger(__name__)
+
+# Versions these adaptations were written and measured against. Another version only
+# warns; what stops the worker is an internal that is gone or different.
+TESTED_VERSIONS = {"faust-streaming": ("0.15.3",), "aiokafka": ("0.13.", "0.14.")}
+
+
+class CompatError(RuntimeError):
+    """An internal that an adaptation relies on is missing or changed."""
+
+
+def _problems() -> list[str]:
+    problems = []
+    thread_class = faust_aiokafka.AIOKafkaConsumerThread
+    for name in ("_create_worker_consumer", "_ensure_consumer", "call_thread"):
+        if not callable(getattr(thread_class, name, None)):
+            problems.append(f"faust AIOKafkaConsumerThread.{name} is gone")
+    consumer_src = inspect.getsource(AIOKafkaConsumer)
+    if "self._fetch_max_wait_ms = fetch_max_wait_ms" not in consumer_src:
+        problems.append("aiokafka AIOKafkaConsumer no longer stores _fetch_max_wait_ms")
+    if "fetch_max_wait_ms=self._fetch_max_wait_ms" not in inspect.getsource(AIOKafkaConsumer.start):
+        problems.append("aiokafka AIOKafkaConsumer.start no longer reads _fetch_max_wait_ms")
+    if not callable(getattr(AIOKafkaConsumer, "pause", None)):
+        problems.append("aiokafka AIOKafkaConsumer.pause is gone")
+    if "self._thread" not in inspect.getsource(faust_aiokafka.Consumer):
+        problems.append("faust's aiokafka Consumer no longer keeps its thread in _thread")
+    if "onerror=self._on_autodiscovery_error" not in inspect.getsource(faust.App.discover):
+        problems.append("faust App.discover no longer reports import errors to a hook")
+    if not isinstance(getattr(faust.streams, "_current_event", None), contextvars.ContextVar):
+        problems.append("faust.streams._current_event is no longer a ContextVar")
+    return problems
+
+
+def check_installed() -> None:
+    """Raise CompatError naming every internal that changed; warn on an untested version."""
+    for package, prefixes in TESTED_VERSIONS.items():
+        version = importlib.metadata.version(package)
+        if not version.startswith(prefixes):
+            log.warning("%s %s is untested (tested: %s)", package, version, ", ".join(prefixes))
+    problems = _problems()
+    if problems:
+        raise CompatError("faust/aiokafka internals changed: " + "; ".join(problems))
 
 
 def set_fetch_max_wait(ms: int) -> None:
@@ -63,10 +119,40 @@ async def pause_own_changelogs(app: faust.App, **_: Any) -> None:
     tps = own_changelog_partitions(app)
     if not tps:
         return
-    thread = app.consumer._thread  # faust's AIOKafkaConsumerThread: aiokafka lives there
+    thread = app.consumer._thread  # type: ignore[attr-defined]
 
     async def pause() -> None:
         thread._ensure_consumer().pause(*tps)
 
     await thread.call_thread(pause)
     log.info("not fetching %d changelog partitions of own active tables", len(tps))
+
+
+@contextmanager
+def in_event(event: faust.EventT) -> Iterator[None]:
+    """Make `event` faust's current event: table reads and writes use its partition."""
+    token = faust.streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust.streams._current_event.reset(token)
+
+
+class DiscoveryError(RuntimeError):
+    """A module of the service could not be imported while the worker discovered it."""
+
+
+def fail_on_discovery_error(app: faust.App) -> None:
+    """Make a module that fails to import during autodiscovery stop the worker."""
+
+    def on_error(name: str) -> None:
+        raise DiscoveryError(f"cannot import {name}: {sys.exc_info()[1]!r}")
+
+    app._on_autodiscovery_error = on_error  # type: ignore[method-assign]
+
+
+def install(app: faust.App, fetch_max_wait_ms: int) -> None:
+    """Apply every adaptation to the worker's app (after `check_installed`)."""
+    fail_on_discovery_error(app)
+    set_fetch_max_wait(fetch_max_wait_ms)
+    app.on_rebalance_complete.connect(pause_own_changelogs)

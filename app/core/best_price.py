@@ -14,35 +14,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from app.core.validation import Q_ASK, Q_BID, Q_EVENT
+from app.core.state import BestChoice, Quote
 
 UNKNOWN_PRIORITY = 1 << 30
 """Priority of a source that is not a configured broker: after every configured one."""
 
-# Indexes into a best-price list (the value of the best-price table).
-B_SOURCE, B_BID, B_ASK, B_BEST_BID, B_BEST_BID_SOURCE, B_BEST_ASK, B_BEST_ASK_SOURCE = range(7)
-
 
 def choose_best(
-    quotes: Mapping[str, list],
+    quotes: Mapping[str, Quote],
     now_ns: int,
     max_age_ns: int,
     priorities: Mapping[str, int],
-) -> list | None:
-    """[source, bid, ask, best_bid, best_bid_source, best_ask, best_ask_source] or None.
+) -> BestChoice | None:
+    """The choice among `quotes` (source -> last accepted quote), or None.
 
-    `quotes` maps source -> last accepted quote [event_ns, bid, ask, ...]. None when no
+    None when no
     quote is fresh. Called once per accepted tick: the comparisons are spelled out
     instead of building (value, priority, name) tuples (measured 0.61 -> 0.39 us for
     three brokers).
     """
-    chosen: list | None = None
+    chosen: Quote | None = None
     oldest = now_ns - max_age_ns
     for source, quote in quotes.items():
-        if quote[Q_EVENT] < oldest:
+        if quote.event_ns < oldest:
             continue
-        bid = quote[Q_BID]
-        ask = quote[Q_ASK]
+        bid = quote.bid
+        ask = quote.ask
         spread = ask - bid
         rank = priorities.get(source, UNKNOWN_PRIORITY)
         if chosen is None:
@@ -64,4 +61,4 @@ def choose_best(
             a_ask, a_rank, a_source = ask, rank, source
     if chosen is None:
         return None
-    return [c_source, chosen[Q_BID], chosen[Q_ASK], b_bid, b_source, a_ask, a_source]
+    return BestChoice(c_source, chosen.bid, chosen.ask, b_bid, b_source, a_ask, a_source)

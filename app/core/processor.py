@@ -1,11 +1,13 @@
 """One raw batch through parse -> validate -> tables -> best price, without Kafka.
 
-The agents read each table key once, hand the values to `TickProcessor` as plain dicts
-and lists, and write back what changed: the per-tick loop is plain Python over integers
+The agents read each table key once, hand the typed values (app.core.state) to
+`TickProcessor`, and write back what changed: the per-tick loop is plain Python over integers
 with no await, which is what makes many thousand ticks per second possible on top of
 faust's per-message cost. Nothing here reads the wall clock, so the same input and state
 always give the same output.
 
+Payloads that a source did not decode are parsed by the parser registered for their
+`format` (given by the broker registry), so the core knows no provider.
 Every record that cannot be used becomes a `Rejected` with reason codes; an unexpected
 exception on one record is logged and rejected as `internal_error` instead of stopping
 the worker.
@@ -14,27 +16,31 @@ the worker.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from app.core.best_price import B_SOURCE, choose_best
+from app.core.best_price import choose_best
 from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, BestPrice, Tick, format_price
 from app.core.quality import QualityParams, update_accepted, update_rejected
-from app.core.validation import UNKNOWN_INSTRUMENT, Limits, LimitsBook, validate_tick
+from app.core.reasons import (
+    INTERNAL_ERROR,
+    STAGE_PARSE,
+    STAGE_PROCESS,
+    STAGE_VALIDATE,
+    SYMBOL_KEY_MISMATCH,
+    UNKNOWN_FORMAT,
+    UNKNOWN_INSTRUMENT,
+)
+from app.core.state import BestChoice, BrokerStats, Quote
+from app.core.validation import Limits, LimitsBook, validate_tick
 from app.settings import Settings
-from app.sources.brokers.oanda import Heartbeat, parse_oanda_line
 from app.wire import codec
 
 log = logging.getLogger(__name__)
 
-STAGE_PARSE = "parse"
-STAGE_VALIDATE = "validate"
-STAGE_PROCESS = "process"
-MALFORMED_BATCH = "malformed_batch"
-UNKNOWN_FORMAT = "unknown_format"
-NOT_A_TICK = "not_a_tick"
-SYMBOL_KEY_MISMATCH = "symbol_key_mismatch"
-INTERNAL_ERROR = "internal_error"
+PayloadParser = Callable[[bytes, str, int], Tick]
+"""A source's raw payload (bytes, source, receive time ns) -> Tick, or ParseError."""
 
 
 @dataclass(slots=True)
@@ -56,10 +62,10 @@ class SymbolState:
     loads it for the sources of the batch.
     """
 
-    quotes: dict[str, list] = field(default_factory=dict)
+    quotes: dict[str, Quote] = field(default_factory=dict)
     clocks: dict[str, int] = field(default_factory=dict)
-    quality: dict[str, list] = field(default_factory=dict)
-    best: list | None = None
+    quality: dict[str, BrokerStats] = field(default_factory=dict)
+    best: BestChoice | None = None
     rejects: dict[str, int] = field(default_factory=dict)
 
 
@@ -73,27 +79,44 @@ class BatchResult:
     records_by_source: dict[str, int] = field(default_factory=dict)  # input, for metrics
 
 
-def quote_of(tick: Tick) -> list:
-    """The last-price table entry of an accepted tick (see app.tables.ticks)."""
-    return [
-        tick.event_time_ns,
-        tick.bid,
-        tick.ask,
-        tick.bid_volume,
-        tick.ask_volume,
-        tick.receive_time_ns,
-        tick.topic,
-        tick.partition,
-        tick.offset,
-        tick.index,
-    ]
+def tick_of_record(
+    record: codec.RawRecord,
+    parsers: Mapping[str, PayloadParser],
+    topic: str = "",
+    partition: int = -1,
+    offset: int = -1,
+    index: int = 0,
+) -> Tick:
+    """The record's tick: decoded by its source, or parsed from its payload by `format`.
+
+    ParseError when there is none. The one place a raw record becomes a Tick (the agents,
+    the reference check and the benchmark all come here).
+    """
+    if record.HasField("tick"):
+        t = record.tick
+        return Tick(
+            t.symbol,
+            t.source or record.source,
+            t.bid_e9,
+            t.ask_e9,
+            t.bid_volume,
+            t.ask_volume,
+            t.event_time_ns,
+            t.receive_time_ns or record.receive_time_ns,
+            topic,
+            partition,
+            offset,
+            index,
+        )
+    parse = parsers.get(record.format)
+    if parse is None:
+        raise ParseError(UNKNOWN_FORMAT, f"record without tick in format {record.format!r:.40}")
+    tick = parse(record.payload, record.source, record.receive_time_ns)
+    tick.topic, tick.partition, tick.offset, tick.index = topic, partition, offset, index
+    return tick
 
 
-def tick_of_quote(symbol: str, source: str, q: list) -> Tick:
-    return Tick(symbol, source, q[1], q[2], q[3], q[4], q[0], q[5], q[6], q[7], q[8], q[9])
-
-
-def describe(tick: Tick, reasons: list[str], last: list | None, limits: Limits) -> str:
+def describe(tick: Tick, reasons: list[str], last: Quote | None, limits: Limits) -> str:
     """Human-readable detail of a validation reject (rare, so not on the hot path)."""
     text = (
         f"{tick.source} {tick.symbol} bid={format_price(tick.bid)} ask={format_price(tick.ask)}"
@@ -102,8 +125,8 @@ def describe(tick: Tick, reasons: list[str], last: list | None, limits: Limits) 
     )
     if last is not None:
         text += (
-            f"; last accepted event_ns={last[0]} bid={format_price(last[1])}"
-            f" ask={format_price(last[2])} max_move_pct={limits.max_move_ppm / 10_000}"
+            f"; last accepted event_ns={last.event_ns} bid={format_price(last.bid)}"
+            f" ask={format_price(last.ask)} max_move_pct={limits.max_move_ppm / 10_000}"
         )
     return f"{', '.join(reasons)}: {text}"
 
@@ -111,49 +134,12 @@ def describe(tick: Tick, reasons: list[str], last: list | None, limits: Limits) 
 class TickProcessor:
     """Config resolved once (limits per symbol, priorities, ages), then pure batch steps."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, parsers: Mapping[str, PayloadParser]) -> None:
+        self.parsers = parsers
         self.limits = LimitsBook(settings)
         self.priorities = {name: b.priority for name, b in settings.brokers.items()}
         self.max_age_ns = round(settings.best_price.max_age_ms * NS_PER_MS)
         self.quality_params = QualityParams.from_settings(settings)
-
-    def tick_of(
-        self,
-        record: codec.RawRecord,
-        topic: str,
-        partition: int,
-        offset: int,
-        index: int,
-    ) -> Tick:
-        """The record's tick (decoded by the source, or parsed here); ParseError if none."""
-        if record.HasField("tick"):
-            t = record.tick
-            return Tick(
-                t.symbol,
-                t.source or record.source,
-                t.bid_e9,
-                t.ask_e9,
-                t.bid_volume,
-                t.ask_volume,
-                t.event_time_ns,
-                t.receive_time_ns or record.receive_time_ns,
-                topic,
-                partition,
-                offset,
-                index,
-            )
-        if record.format == "oanda_v20":
-            parsed = parse_oanda_line(record.payload, record.source, record.receive_time_ns)
-            if isinstance(parsed, Heartbeat):
-                raise ParseError(NOT_A_TICK, "heartbeat in a raw topic")
-            parsed.topic, parsed.partition, parsed.offset, parsed.index = (
-                topic,
-                partition,
-                offset,
-                index,
-            )
-            return parsed
-        raise ParseError(UNKNOWN_FORMAT, f"record without tick in format {record.format!r:.40}")
 
     def process(
         self,
@@ -182,7 +168,7 @@ class TickProcessor:
         for index, record in enumerate(records):
             tick: Tick | None = None
             try:
-                tick = self.tick_of(record, topic, partition, offset, index)
+                tick = tick_of_record(record, self.parsers, topic, partition, offset, index)
                 source = tick.source
                 by_source[source] = by_source.get(source, 0) + 1
                 if tick.symbol != symbol:
@@ -195,7 +181,7 @@ class TickProcessor:
                     last = quotes.get(source)
                     reasons = validate_tick(tick, last, clocks.get(source, 0), limits)
                     if not reasons:
-                        quotes[source] = quote_of(tick)
+                        quotes[source] = Quote.of(tick)
                         event = tick.event_time_ns
                         if event > clocks.get(source, 0):
                             clocks[source] = event
@@ -212,12 +198,20 @@ class TickProcessor:
                             choice = choose_best(quotes, event, self.max_age_ns, self.priorities)
                             if choice is not None and choice != best:
                                 best = choice
-                                src = choice[B_SOURCE]
+                                src = choice.source
                                 # mostly the tick just accepted: its quote is this tick
                                 chosen = tick if src == source else None
                                 if chosen is None:
-                                    chosen = tick_of_quote(symbol, src, quotes[src])
-                                result.emitted.append(BestPrice(chosen, *choice[3:7]))
+                                    chosen = quotes[src].tick(symbol, src)
+                                result.emitted.append(
+                                    BestPrice(
+                                        chosen,
+                                        choice.best_bid,
+                                        choice.best_bid_source,
+                                        choice.best_ask,
+                                        choice.best_ask_source,
+                                    )
+                                )
                         else:
                             result.passed.setdefault(source, []).append(tick)
                         continue

@@ -22,25 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.core.models import NS_PER_MS, NS_PER_SECOND
+from app.core.state import BrokerStats
 from app.settings import Settings
-
-# Indexes into a stats list (the per-broker value in the quality table).
-(
-    S_ACCEPTED,
-    S_REJECTED,
-    S_LATENCY_MS,
-    S_SPREAD_SUM,
-    S_FIRST_NS,
-    S_LAST_NS,
-    S_GAPS,
-    S_MISSING,
-    S_FRESH_NS,
-    S_OBSERVED_NS,
-) = range(10)
-
-
-def new_stats() -> list:
-    return [0, 0, 0.0, 0, 0, 0, 0, 0, 0, 0]
 
 
 @dataclass(slots=True, frozen=True)
@@ -70,54 +53,54 @@ class QualityParams:
 
 
 def update_accepted(
-    stats: list | None, event_ns: int, receive_ns: int, spread: int, params: QualityParams
-) -> list:
+    stats: BrokerStats | None, event_ns: int, receive_ns: int, spread: int, params: QualityParams
+) -> BrokerStats:
     """Count one accepted tick (in event-time order per broker and symbol)."""
     if stats is None:
-        stats = new_stats()
+        stats = BrokerStats()
     latency_ms = (receive_ns - event_ns) / NS_PER_MS
-    if stats[S_ACCEPTED] == 0:
-        stats[S_LATENCY_MS] = latency_ms
-        stats[S_FIRST_NS] = event_ns
+    if stats.accepted == 0:
+        stats.latency_ms = latency_ms
+        stats.first_ns = event_ns
     else:
-        stats[S_LATENCY_MS] += params.alpha * (latency_ms - stats[S_LATENCY_MS])
-        interval = event_ns - stats[S_LAST_NS]
+        stats.latency_ms += params.alpha * (latency_ms - stats.latency_ms)
+        interval = event_ns - stats.last_ns
         if interval > params.gap_ns:
-            stats[S_GAPS] += 1
-            stats[S_MISSING] += interval // params.expected_ns - 1
-        stats[S_FRESH_NS] += min(interval, params.fresh_ns)
-        stats[S_OBSERVED_NS] += interval
-    stats[S_ACCEPTED] += 1
-    stats[S_SPREAD_SUM] += spread
-    stats[S_LAST_NS] = event_ns
+            stats.gaps += 1
+            stats.missing += interval // params.expected_ns - 1
+        stats.fresh_ns += min(interval, params.fresh_ns)
+        stats.observed_ns += interval
+    stats.accepted += 1
+    stats.spread_sum += spread
+    stats.last_ns = event_ns
     return stats
 
 
-def update_rejected(stats: list | None) -> list:
+def update_rejected(stats: BrokerStats | None) -> BrokerStats:
     if stats is None:
-        stats = new_stats()
-    stats[S_REJECTED] += 1
+        stats = BrokerStats()
+    stats.rejected += 1
     return stats
 
 
-def metrics(stats: list, pip: int) -> dict[str, Any]:
+def metrics(stats: BrokerStats, pip: int) -> dict[str, Any]:
     """The design document's per-broker metrics from the raw counters."""
-    accepted = stats[S_ACCEPTED]
-    rejected = stats[S_REJECTED]
-    span_s = (stats[S_LAST_NS] - stats[S_FIRST_NS]) / NS_PER_SECOND
-    received = accepted + stats[S_MISSING]
-    observed = stats[S_OBSERVED_NS]
+    accepted = stats.accepted
+    rejected = stats.rejected
+    span_s = (stats.last_ns - stats.first_ns) / NS_PER_SECOND
+    received = accepted + stats.missing
+    observed = stats.observed_ns
     return {
         "ticks": accepted,
         "rejected": rejected,
-        "latency_ms": round(stats[S_LATENCY_MS], 3),
-        "spread_avg": round(stats[S_SPREAD_SUM] / accepted / pip, 4) if accepted else None,
+        "latency_ms": round(stats.latency_ms, 3),
+        "spread_avg": round(stats.spread_sum / accepted / pip, 4) if accepted else None,
         "tick_frequency": round((accepted - 1) / span_s, 3) if span_s > 0 else 0.0,
-        "gaps": stats[S_GAPS],
+        "gaps": stats.gaps,
         "data_completeness": round(100.0 * accepted / received, 3) if received else 100.0,
-        "uptime_percent": round(100.0 * stats[S_FRESH_NS] / observed, 3) if observed else 100.0,
+        "uptime_percent": round(100.0 * stats.fresh_ns / observed, 3) if observed else 100.0,
         "reject_rate": round(rejected / (accepted + rejected), 4) if accepted + rejected else 0.0,
-        "last_event_time_ns": stats[S_LAST_NS],
+        "last_event_time_ns": stats.last_ns,
     }
 
 
@@ -140,7 +123,7 @@ def score(m: Mapping[str, Any], params: QualityParams) -> float:
 
 def compare_brokers(
     symbol: str,
-    stats_by_broker: Mapping[str, list],
+    stats_by_broker: Mapping[str, BrokerStats],
     pip: int,
     priorities: Mapping[str, int],
     params: QualityParams,

@@ -17,22 +17,19 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from app.core.models import NS_PER_MS, Tick, price_from_decimal
+from app.core.reasons import (
+    CROSSED_QUOTE,
+    DUPLICATE,
+    FUTURE_DATED,
+    NON_POSITIVE_PRICE,
+    OUT_OF_ORDER,
+    PRICE_JUMP,
+    SPREAD_TOO_WIDE,
+    STALE,
+    TOO_FREQUENT,
+)
+from app.core.state import Quote
 from app.settings import Settings, ValidationLimits
-
-# Reason codes of the "validate" stage, in the order they are checked.
-NON_POSITIVE_PRICE = "non_positive_price"
-CROSSED_QUOTE = "crossed_quote"
-SPREAD_TOO_WIDE = "spread_too_wide"
-FUTURE_DATED = "future_dated"
-DUPLICATE = "duplicate"
-OUT_OF_ORDER = "out_of_order"
-TOO_FREQUENT = "too_frequent"
-STALE = "stale"
-PRICE_JUMP = "price_jump"
-UNKNOWN_INSTRUMENT = "unknown_instrument"
-
-# Indexes into a last-quote list [event_time_ns, bid, ask, ...] (see app.tables.ticks).
-Q_EVENT, Q_BID, Q_ASK = 0, 1, 2
 
 PPM = 1_000_000
 
@@ -98,11 +95,11 @@ class LimitsBook:
 
 
 def validate_tick(
-    tick: Tick, last: list[int] | None, broker_newest_ns: int, limits: Limits
+    tick: Tick, last: Quote | None, broker_newest_ns: int, limits: Limits
 ) -> list[str]:
     """Every rule the tick breaks, as reason codes; an empty list means accept.
 
-    `last` is the broker's last accepted quote of this symbol ([event_ns, bid, ask, ...])
+    `last` is the broker's last accepted quote of this symbol
     and `broker_newest_ns` the newest accepted event time of the broker (0 if unknown).
     """
     reasons: list[str] = []
@@ -120,15 +117,15 @@ def validate_tick(
     if broker_newest_ns and broker_newest_ns - event > limits.max_stale_ns:
         reasons.append(STALE)
     if last is not None:
-        last_event = last[Q_EVENT]
-        if event == last_event and bid == last[Q_BID] and ask == last[Q_ASK]:
+        last_event = last.event_ns
+        if event == last_event and bid == last.bid and ask == last.ask:
             reasons.append(DUPLICATE)
             return reasons
         if event < last_event:
             reasons.append(OUT_OF_ORDER)
         elif event - last_event < limits.min_interval_ns:
             reasons.append(TOO_FREQUENT)
-        last_mid2 = last[Q_BID] + last[Q_ASK]
+        last_mid2 = last.bid + last.ask
         if abs(bid + ask - last_mid2) * PPM > last_mid2 * limits.max_move_ppm:
             reasons.append(PRICE_JUMP)
     return reasons

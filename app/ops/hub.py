@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import mode
 
+from app import __version__
 from app.settings import Settings
 from app.sources.contract import Backoff
 
@@ -30,7 +31,7 @@ def registration(settings: Settings, subject_prefix: str) -> dict[str, Any]:
         "port": hub.advertise_port or settings.service.web_port,
         "protocol": hub.protocol,
         "health_endpoint": "/health",
-        "version": settings.service.version,
+        "version": __version__,
         "topics": ["market-data-stream", "market-context-stream"],
         "subjects": [f"{subject_prefix}.*.ticks", f"{subject_prefix}.context.*"],
     }

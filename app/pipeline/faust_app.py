@@ -12,12 +12,13 @@ import sys
 import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
-from app.compat.faust_kafka import pause_own_changelogs, set_fetch_max_wait
+from app.compat import faust_kafka
 from app.settings import ConfigError, Settings, get_settings
 
 try:
     settings: Settings = get_settings()
-except ConfigError as exc:
+    faust_kafka.check_installed()
+except (ConfigError, faust_kafka.CompatError) as exc:
     sys.stderr.write(f"data-ingestion: {exc}\n")
     raise SystemExit(2) from None
 
@@ -47,9 +48,8 @@ def create_app(cfg: Settings) -> faust.App:
     )
 
 
-set_fetch_max_wait(settings.kafka.fetch_max_wait_ms)
 app = create_app(settings)
-app.on_rebalance_complete.connect(pause_own_changelogs)
+faust_kafka.install(app, settings.kafka.fetch_max_wait_ms)
 # faust's worker leaves these at DEBUG; each logs a record per Kafka message sent (measured:
 # about 3% of the worker's CPU at one tick per message), which nobody reads at INFO.
 for _chatty in ("faust.topics", "aiokafka.producer.producer"):

@@ -13,6 +13,7 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+from app.core.candles import Candle
 from app.core.models import BestPrice, Tick
 from app.wire import market_data_pb2 as pb
 
@@ -166,6 +167,61 @@ def decode_market_context(data: bytes) -> MarketContext:
     msg = MarketContext()
     msg.ParseFromString(data)
     return msg
+
+
+def encode_candle(candle: Candle) -> bytes:
+    """One `market-candles` message (key: `candle.key`); no clock, so replays are identical."""
+    return pb.Candle(
+        symbol=candle.symbol,
+        source=candle.source,
+        timeframe=candle.timeframe,
+        start_ns=candle.start_ns,
+        end_ns=candle.end_ns,
+        bid_open_e9=candle.bid_open,
+        bid_high_e9=candle.bid_high,
+        bid_low_e9=candle.bid_low,
+        bid_close_e9=candle.bid_close,
+        ask_open_e9=candle.ask_open,
+        ask_high_e9=candle.ask_high,
+        ask_low_e9=candle.ask_low,
+        ask_close_e9=candle.ask_close,
+        mid2_open_e9=candle.mid2_open,
+        mid2_high_e9=candle.mid2_high,
+        mid2_low_e9=candle.mid2_low,
+        mid2_close_e9=candle.mid2_close,
+        tick_count=candle.tick_count,
+        first_event_time_ns=candle.first_event_ns,
+        last_event_time_ns=candle.last_event_ns,
+        revision=candle.revision,
+    ).SerializeToString()
+
+
+def decode_candle(data: bytes) -> Candle:
+    msg = pb.Candle()
+    msg.ParseFromString(data)
+    return Candle(
+        symbol=msg.symbol,
+        source=msg.source,
+        timeframe=msg.timeframe,
+        start_ns=msg.start_ns,
+        end_ns=msg.end_ns,
+        bid_open=msg.bid_open_e9,
+        bid_high=msg.bid_high_e9,
+        bid_low=msg.bid_low_e9,
+        bid_close=msg.bid_close_e9,
+        ask_open=msg.ask_open_e9,
+        ask_high=msg.ask_high_e9,
+        ask_low=msg.ask_low_e9,
+        ask_close=msg.ask_close_e9,
+        mid2_open=msg.mid2_open_e9,
+        mid2_high=msg.mid2_high_e9,
+        mid2_low=msg.mid2_low_e9,
+        mid2_close=msg.mid2_close_e9,
+        tick_count=msg.tick_count,
+        first_event_ns=msg.first_event_time_ns,
+        last_event_ns=msg.last_event_time_ns,
+        revision=msg.revision,
+    )
 
 
 def generate(out_dir: Path = GENERATED_DIR) -> None:

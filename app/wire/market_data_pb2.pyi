@@ -118,3 +118,49 @@ class Rejection(_message.Message):
     lineage: Lineage
     stage: str
     def __init__(self, reasons: _Optional[_Iterable[str]] = ..., detail: _Optional[str] = ..., record: _Optional[_Union[RawRecord, _Mapping]] = ..., lineage: _Optional[_Union[Lineage, _Mapping]] = ..., stage: _Optional[str] = ...) -> None: ...
+
+class Candle(_message.Message):
+    __slots__ = ("symbol", "source", "timeframe", "start_ns", "end_ns", "bid_open_e9", "bid_high_e9", "bid_low_e9", "bid_close_e9", "ask_open_e9", "ask_high_e9", "ask_low_e9", "ask_close_e9", "mid2_open_e9", "mid2_high_e9", "mid2_low_e9", "mid2_close_e9", "tick_count", "first_event_time_ns", "last_event_time_ns", "revision")
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TIMEFRAME_FIELD_NUMBER: _ClassVar[int]
+    START_NS_FIELD_NUMBER: _ClassVar[int]
+    END_NS_FIELD_NUMBER: _ClassVar[int]
+    BID_OPEN_E9_FIELD_NUMBER: _ClassVar[int]
+    BID_HIGH_E9_FIELD_NUMBER: _ClassVar[int]
+    BID_LOW_E9_FIELD_NUMBER: _ClassVar[int]
+    BID_CLOSE_E9_FIELD_NUMBER: _ClassVar[int]
+    ASK_OPEN_E9_FIELD_NUMBER: _ClassVar[int]
+    ASK_HIGH_E9_FIELD_NUMBER: _ClassVar[int]
+    ASK_LOW_E9_FIELD_NUMBER: _ClassVar[int]
+    ASK_CLOSE_E9_FIELD_NUMBER: _ClassVar[int]
+    MID2_OPEN_E9_FIELD_NUMBER: _ClassVar[int]
+    MID2_HIGH_E9_FIELD_NUMBER: _ClassVar[int]
+    MID2_LOW_E9_FIELD_NUMBER: _ClassVar[int]
+    MID2_CLOSE_E9_FIELD_NUMBER: _ClassVar[int]
+    TICK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_EVENT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    LAST_EVENT_TIME_NS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    symbol: str
+    source: str
+    timeframe: str
+    start_ns: int
+    end_ns: int
+    bid_open_e9: int
+    bid_high_e9: int
+    bid_low_e9: int
+    bid_close_e9: int
+    ask_open_e9: int
+    ask_high_e9: int
+    ask_low_e9: int
+    ask_close_e9: int
+    mid2_open_e9: int
+    mid2_high_e9: int
+    mid2_low_e9: int
+    mid2_close_e9: int
+    tick_count: int
+    first_event_time_ns: int
+    last_event_time_ns: int
+    revision: int
+    def __init__(self, symbol: _Optional[str] = ..., source: _Optional[str] = ..., timeframe: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., bid_open_e9: _Optional[int] = ..., bid_high_e9: _Optional[int] = ..., bid_low_e9: _Optional[int] = ..., bid_close_e9: _Optional[int] = ..., ask_open_e9: _Optional[int] = ..., ask_high_e9: _Optional[int] = ..., ask_low_e9: _Optional[int] = ..., ask_close_e9: _Optional[int] = ..., mid2_open_e9: _Optional[int] = ..., mid2_high_e9: _Optional[int] = ..., mid2_low_e9: _Optional[int] = ..., mid2_close_e9: _Optional[int] = ..., tick_count: _Optional[int] = ..., first_event_time_ns: _Optional[int] = ..., last_event_time_ns: _Optional[int] = ..., revision: _Optional[int] = ...) -> None: ...

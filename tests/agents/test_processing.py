@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from app.core.processor import SymbolState, TickProcessor
 from app.settings import load_settings
+from app.sources.brokers.registry import payload_parsers
 from app.wire import codec
 
 MS = 1_000_000
 T0 = 1_796_029_200_000_000_000
-PROC = TickProcessor(load_settings())
+PROC = TickProcessor(load_settings(), payload_parsers())
 
 
 def rec(source: str, bid: int, ask: int, event_ms: int, symbol: str = "EURUSD") -> codec.RawRecord:
@@ -49,10 +50,10 @@ def test_best_price_emitted_only_on_change_and_fails_over():
     chosen = [(b.tick.source, b.tick.event_time_ns - T0) for b in result.emitted]
     assert chosen == [("pepperstone", 0), ("ic_markets", 100 * MS), ("pepperstone", 3101 * MS)]
     assert result.emitted[1].best_bid_source == "ic_markets"  # equal bids: better priority
-    assert state.best is not None and state.best[0] == "pepperstone"
-    assert state.quotes["ic_markets"][0] == T0 + 100 * MS
+    assert state.best is not None and state.best.source == "pepperstone"
+    assert state.quotes["ic_markets"].event_ns == T0 + 100 * MS
     assert result.emitted[1].tick.offset == 7 and result.emitted[1].tick.index == 1
-    assert state.quality["pepperstone"][0] == 3
+    assert state.quality["pepperstone"].accepted == 3
     assert result.records_by_source == {"pepperstone": 3, "ic_markets": 1}
 
 
@@ -80,7 +81,7 @@ def test_rejects_carry_reasons_stage_and_record_and_do_not_move_state():
     ]
     assert result.rejected[3].record.payload == b"x"
     assert "price_jump" in result.rejected[1].detail
-    assert state.quotes["ic_markets"][1] == 1_100_000_000
+    assert state.quotes["ic_markets"].bid == 1_100_000_000
     assert state.rejects == {
         "duplicate": 1,
         "price_jump": 1,
@@ -88,7 +89,7 @@ def test_rejects_carry_reasons_stage_and_record_and_do_not_move_state():
         "unknown_format": 1,
         "symbol_key_mismatch": 1,
     }
-    assert state.quality["ic_markets"][1] == 5
+    assert state.quality["ic_markets"].rejected == 5
     assert result.records_by_source == {"ic_markets": 6}  # every input record, parsed or not
 
 

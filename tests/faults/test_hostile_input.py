@@ -23,6 +23,8 @@ from app.core.processor import INTERNAL_ERROR, SymbolState, TickProcessor
 from app.pipeline.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
 from app.settings import load_settings
 from app.sources.brokers.oanda import Heartbeat, parse_oanda_line
+from app.sources.brokers.registry import payload_parsers
+from app.tables.values import SymbolStateValue, decode, encode
 from app.wire import codec
 from devstack.stack import StackConfig
 from tests.support.faults_b import (
@@ -38,7 +40,7 @@ from tests.support.faults_b import (
 from tests.support.kafka import create_topics, read_topic
 from tests.support.worker import Worker
 
-PROC = TickProcessor(load_settings())
+PROC = TickProcessor(load_settings(), payload_parsers())
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 json_values = st.recursive(
@@ -154,7 +156,8 @@ def test_processor_accounts_for_every_record_and_its_outputs_encode(
         assert rejected.reasons and INTERNAL_ERROR not in rejected.reasons, rejected.detail
         codec.encode_rejection(rejected.reasons, rejected.detail, rejected.record, rejected.stage)
     codec.encode_market_data(result.emitted)  # what the agent produces must encode
-    json.dumps(state.quotes), json.dumps(state.quality)  # table values are JSON
+    value = SymbolStateValue(state.quotes, state.quality, state.best, state.rejects)
+    assert decode(SymbolStateValue, encode(value)) == value  # what the agent stores round-trips
 
 
 TOTAL_RECORDS = 10_000

@@ -38,6 +38,7 @@ from tests.support.pipeline import (
     output_count,
     read_all,
     wait_complete,
+    wait_output,
 )
 from tests.support.simulator import SimulatorProcess
 from tests.support.worker import Worker
@@ -46,15 +47,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 PARTITIONS = 8  # the configured count; the scale-out scenario shares this clean run
 OUTAGE_S = 5.0
-
-
-async def wait_output(bootstrap: str, at_least: int, timeout: float = 60.0) -> int:
-    """Messages in market-data-stream once there are at least `at_least`."""
-    deadline = time.monotonic() + timeout
-    while (count := await output_count(bootstrap)) < at_least:
-        assert time.monotonic() < deadline, f"market-data-stream stuck at {count}"
-        await asyncio.sleep(0.02)
-    return count
 
 
 def records_per_feed(messages: list[tuple[bytes, bytes]]) -> Counter[tuple[str, str]]:

@@ -27,7 +27,7 @@ from devstack.stack import StackConfig
 from tests.faults.conftest import FAST_REBALANCE
 from tests.support.faults_b import BROKERS, wait_for
 from tests.support.kafka import create_topics, read_topic
-from tests.support.pipeline import wait_committed
+from tests.support.pipeline import jetstream_count, jetstream_messages, wait_committed
 from tests.support.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -96,32 +96,6 @@ async def js_names(clean_kafka: StackConfig, app_id: str) -> AsyncIterator[tuple
         await nc.jetstream().delete_stream(stream)
     except nats.js.errors.NotFoundError:
         pass
-    finally:
-        await nc.close()
-
-
-async def jetstream_payloads(url: str, stream: str) -> list[bytes]:
-    nc = await nats.connect(url)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(stream)
-        return [
-            (await js.get_msg(stream, seq)).data
-            for seq in range(info.state.first_seq, info.state.last_seq + 1)
-        ]
-    finally:
-        await nc.close()
-
-
-async def jetstream_count(url: str, stream: str) -> int:
-    try:
-        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
-    except Exception:
-        return -1
-    try:
-        return (await nc.jetstream().stream_info(stream)).state.messages
-    except nats.js.errors.NotFoundError:
-        return 0
     finally:
         await nc.close()
 
@@ -197,7 +171,7 @@ async def test_nats_down_30s_nothing_lost_nothing_duplicated(
     deadline = time.monotonic() + 30
     while await count() < len(distinct) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-    stored = await jetstream_payloads(clean_kafka.nats_url, stream)
+    stored = [data for _subject, data in await jetstream_messages(clean_kafka.nats_url, stream)]
     stored_counts = Counter(stored)
     lost = len(distinct - set(stored_counts))
     duplicated = sum(n - 1 for n in stored_counts.values())
@@ -274,7 +248,7 @@ async def test_worker_killed_while_nats_is_down_nothing_lost_nothing_duplicated(
     deadline = time.monotonic() + 30
     while await jetstream_count(nats_url, stream) < len(distinct) and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
-    stored = Counter(await jetstream_payloads(nats_url, stream))
+    stored = Counter([data for _subject, data in await jetstream_messages(nats_url, stream)])
     lost = len(distinct - set(stored))
     missing = [(m.partition, m.offset, m.timestamp) for m in in_kafka if m.value not in stored]
     duplicated = sum(n - 1 for n in stored.values())

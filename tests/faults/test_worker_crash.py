@@ -21,23 +21,15 @@ from tests.support.pipeline import (
     delete_stream,
     describe_differences,
     nats_env,
-    output_count,
     wait_committed,
     wait_complete,
+    wait_output,
 )
 from tests.support.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 # Found by this test (reported, not fixed: the fix is a change of the table layout).
-
-
-async def wait_output(bootstrap: str, at_least: int, timeout: float = 60.0) -> int:
-    deadline = time.monotonic() + timeout
-    while (count := await output_count(bootstrap)) < at_least:
-        assert time.monotonic() < deadline, f"market-data-stream stuck at {count}"
-        await asyncio.sleep(0.02)
-    return count
 
 
 async def restart_until_output_grows(worker: Worker, bootstrap: str, after: int) -> float:

@@ -6,8 +6,12 @@ import random
 
 import pytest
 
-from app.settings import BrokerSettings
-from app.sources.brokers.oanda import OandaPriceStream, error_message, oanda_instrument
+from app.sources.brokers.oanda import (
+    OandaPriceStream,
+    OandaSettings,
+    error_message,
+    oanda_instrument,
+)
 from app.sources.contract import Backoff, ConnectionState
 
 
@@ -71,7 +75,7 @@ def test_rate_and_latency_are_over_the_last_full_second() -> None:
 
 
 def test_client_builds_the_stream_request_from_config() -> None:
-    cfg = BrokerSettings(
+    cfg = OandaSettings(
         stream_url="https://stream-fxpractice.oanda.com/",
         account="101-1",
         token_env="T",

@@ -15,8 +15,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from app.settings import BrokerSettings
-from app.sources.brokers.oanda import OandaPriceStream
+from app.sources.brokers.oanda import OandaPriceStream, OandaSettings
 from app.wire import codec
 from devstack.simulator import Simulator
 
@@ -42,7 +41,7 @@ class CollectingSink:
         return None
 
 
-def broker(url: str, **overrides: object) -> BrokerSettings:
+def broker(url: str, **overrides: object) -> OandaSettings:
     values: dict[str, object] = {
         "stream_url": url,
         "account": "101-004-0000001-001",
@@ -55,7 +54,7 @@ def broker(url: str, **overrides: object) -> BrokerSettings:
         "auth_backoff_s": 0.6,
     }
     values.update(overrides)
-    return BrokerSettings.model_validate(values)
+    return OandaSettings.model_validate(values)
 
 
 async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -216,7 +216,11 @@ async def wait_committed(bootstrap: str, group: str, timeout: float = 120.0) -> 
 
 
 async def jetstream_count(nats_url: str, stream: str) -> int:
-    nc = await nats.connect(nats_url)
+    """Messages in the stream; -1 while NATS is unreachable (the outage scenarios poll it)."""
+    try:
+        nc = await nats.connect(nats_url, connect_timeout=2, max_reconnect_attempts=0)
+    except Exception:
+        return -1
     try:
         return (await nc.jetstream().stream_info(stream)).state.messages
     except nats.js.errors.NotFoundError:
@@ -228,6 +232,15 @@ async def jetstream_count(nats_url: str, stream: str) -> int:
 async def output_count(bootstrap: str) -> int:
     """Messages in market-data-stream so far (0 before the topic exists)."""
     return sum((await end_offsets(bootstrap, MARKET_DATA_STREAM)).values())
+
+
+async def wait_output(bootstrap: str, at_least: int, timeout: float = 60.0) -> int:
+    """Messages in market-data-stream once there are at least `at_least`."""
+    deadline = time.monotonic() + timeout
+    while (count := await output_count(bootstrap)) < at_least:
+        assert time.monotonic() < deadline, f"market-data-stream stuck at {count}"
+        await asyncio.sleep(0.02)
+    return count
 
 
 async def jetstream_messages(nats_url: str, stream: str) -> list[tuple[str, bytes]]:

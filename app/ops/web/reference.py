@@ -11,9 +11,9 @@ import json
 
 from faust.web import Request, Response, View
 
-from app.cli.historical import result_path
 from app.core.models import normalise_symbol
-from app.pipeline.faust_app import app
+from app.ops.reference_results import result_path
+from app.pipeline.faust_app import app, settings
 
 
 @app.page("/reference/{symbol}/")
@@ -22,7 +22,7 @@ class ReferenceView(View):
         name = normalise_symbol(symbol)
         if not name.isalnum():
             return self.json({"error": f"bad symbol {symbol!r}"}, status=400)
-        path = result_path(name)
+        path = result_path(settings, name)
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:

@@ -7,90 +7,80 @@ owns the symbol's partition, so it is complete from any worker.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from faust.web import Request, Response, View
 
-from app.agents.ticks import metrics as pipeline_metrics
-from app.agents.ticks import processor
-from app.cli.historical import result_path
-from app.core.best_price import (
-    B_ASK,
-    B_BEST_ASK,
-    B_BEST_ASK_SOURCE,
-    B_BEST_BID,
-    B_BEST_BID_SOURCE,
-    B_BID,
-    B_SOURCE,
-)
 from app.core.models import NS_PER_MS, format_price
-from app.core.quality import S_ACCEPTED, S_LAST_NS, S_MISSING, compare_brokers, metrics
-from app.core.reference import ReferenceComparison, attach_reference
-from app.ops.runtime import health
+from app.core.quality import QualityParams, compare_brokers, metrics
+from app.core.reference import attach_reference
+from app.core.state import BestChoice, BrokerStats, Quote
+from app.core.validation import LimitsBook
+from app.ops.reference_results import read_result
+from app.ops.runtime import health, pipeline_timings
 from app.pipeline.faust_app import app, settings
 from app.tables.ticks import historical_state, items_of, symbol_state
+from app.tables.values import SymbolStateValue, decode
+
+LIMITS = LimitsBook(settings)
+PRIORITIES = {name: b.priority for name, b in settings.brokers.items()}
+QUALITY = QualityParams.from_settings(settings)
 
 
-def _quote_json(q: list) -> dict[str, Any]:
+def _quote_json(q: Quote) -> dict[str, Any]:
     return {
-        "bid": format_price(q[1]),
-        "ask": format_price(q[2]),
-        "event_time_ns": q[0],
-        "receive_time_ns": q[5],
-        "lineage": {"topic": q[6], "partition": q[7], "offset": q[8], "index": q[9]},
+        "bid": format_price(q.bid),
+        "ask": format_price(q.ask),
+        "event_time_ns": q.event_ns,
+        "receive_time_ns": q.receive_ns,
+        "lineage": {
+            "topic": q.topic,
+            "partition": q.partition,
+            "offset": q.offset,
+            "index": q.index,
+        },
     }
 
 
-def _best_json(b: list) -> dict[str, Any]:
+def _best_json(b: BestChoice) -> dict[str, Any]:
     return {
-        "source": b[B_SOURCE],
-        "bid": format_price(b[B_BID]),
-        "ask": format_price(b[B_ASK]),
-        "best_bid": format_price(b[B_BEST_BID]),
-        "best_bid_source": b[B_BEST_BID_SOURCE],
-        "best_ask": format_price(b[B_BEST_ASK]),
-        "best_ask_source": b[B_BEST_ASK_SOURCE],
+        "source": b.source,
+        "bid": format_price(b.bid),
+        "ask": format_price(b.ask),
+        "best_bid": format_price(b.best_bid),
+        "best_bid_source": b.best_bid_source,
+        "best_ask": format_price(b.best_ask),
+        "best_ask_source": b.best_ask_source,
     }
 
 
 def _pip(symbol: str) -> int | None:
-    limits = processor.limits.get(symbol)
+    limits = LIMITS.get(symbol)
     return limits.pip if limits else None
 
 
-def compare(symbol: str, stats: dict[str, list]) -> dict[str, Any]:
+def compare(symbol: str, stats: dict[str, BrokerStats]) -> dict[str, Any]:
     pip = _pip(symbol)
     if pip is None:
         return {"symbol": symbol, "error": "unknown_instrument"}
-    comparison = compare_brokers(symbol, stats, pip, processor.priorities, processor.quality_params)
-    try:  # the latest `reference-check` result for the symbol, if one has run
-        ref = ReferenceComparison.from_dict(json.loads(result_path(symbol).read_text()))
-    except (OSError, ValueError, TypeError):
-        return comparison
-    return attach_reference(comparison, ref)
+    comparison = compare_brokers(symbol, stats, pip, PRIORITIES, QUALITY)
+    ref = read_result(settings, symbol)  # the latest `reference-check`, if one has run
+    return comparison if ref is None else attach_reference(comparison, ref)
 
 
-@app.page("/tables/last-price")
-class LastPriceView(View):
-    async def get(self, request: Request) -> Response:
-        return self.json(
-            {
-                s: {b: _quote_json(q) for b, q in v.items()}
-                for s, v in items_of(symbol_state, "quotes")
-            }
-        )
+def price_view(path: str, table: Any) -> None:
+    """The last accepted quote per source and symbol of `table` (live or history)."""
+
+    @app.page(path)
+    class PriceView(View):
+        async def get(self, request: Request) -> Response:
+            return self.json(
+                {s: {b: _quote_json(q) for b, q in v.items()} for s, v in items_of(table, "quotes")}
+            )
 
 
-@app.page("/tables/historical-price")
-class HistoricalPriceView(View):
-    async def get(self, request: Request) -> Response:
-        return self.json(
-            {
-                s: {b: _quote_json(q) for b, q in v.items()}
-                for s, v in items_of(historical_state, "quotes")
-            }
-        )
+price_view("/tables/last-price", symbol_state)
+price_view("/tables/historical-price", historical_state)
 
 
 @app.page("/tables/best-price")
@@ -129,20 +119,20 @@ def _reject_summary(table: Any) -> dict[str, Any]:
 class BrokerCompareView(View):
     @app.table_route(table=symbol_state, match_info="symbol")
     async def get(self, request: Request, symbol: str) -> Response:
-        stats = (symbol_state.get(symbol.encode()) or {}).get("quality")
+        stats = decode(SymbolStateValue, symbol_state.get(symbol.encode())).quality
         if not stats:
             return self.json({"symbol": symbol, "error": "no data"}, status=404)
         return self.json(compare(symbol, stats))
 
 
 def aggregation_metrics() -> dict[str, Any]:
-    latency = pipeline_metrics.distribution_latency_ms
+    latency = pipeline_timings.distribution_latency_ms
     return {
         "total_symbols_tracked": len(items_of(symbol_state, "best")),
         "distribution_latency_ms": None if latency is None else round(latency, 3),
-        "batch_processing_ms": round(pipeline_metrics.batch_ms, 3),
-        "batches_processed": pipeline_metrics.batches,
-        "records_processed": pipeline_metrics.ticks,
+        "batch_processing_ms": round(pipeline_timings.batch_ms, 3),
+        "batches_processed": pipeline_timings.batches,
+        "records_processed": pipeline_timings.ticks,
     }
 
 
@@ -151,13 +141,13 @@ def quality_metrics() -> dict[str, Any]:
     received = expected = 0
     spread_scores: list[float] = []
     newest: dict[str, int] = {}
-    ref = processor.quality_params.spread_ref_pips
+    ref = QUALITY.spread_ref_pips
     for symbol, per_broker in items_of(symbol_state, "quality"):
         pip = _pip(symbol)
         for broker, stats in per_broker.items():
-            received += stats[S_ACCEPTED]
-            expected += stats[S_ACCEPTED] + stats[S_MISSING]
-            newest[broker] = max(newest.get(broker, 0), stats[S_LAST_NS])
+            received += stats.accepted
+            expected += stats.accepted + stats.missing
+            newest[broker] = max(newest.get(broker, 0), stats.last_ns)
             spread = metrics(stats, pip)["spread_avg"] if pip else None
             if spread is not None:
                 spread_scores.append(ref / (ref + spread))

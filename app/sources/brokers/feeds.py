@@ -1,7 +1,7 @@
 """Broker price feeds inside the worker: one client per enabled broker in `settings.brokers`.
 
-The client class is chosen by the broker's `kind` (CLIENT_KINDS), so a new kind of feed
-is one class plus one registry entry; the pipeline only sees RawBatch messages in
+The client class is chosen by the broker's `kind` (app.sources.brokers.registry), so a
+new kind of feed is one module plus one registry entry; the pipeline only sees RawBatch messages in
 `raw.broker.ticks`. All clients share one batching RawWriter on faust's producer
 (acks from all in-sync replicas, as configured on the app).
 """
@@ -9,8 +9,7 @@ is one class plus one registry entry; the pipeline only sees RawBatch messages i
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from mode import Service
 
@@ -22,42 +21,13 @@ from app.pipeline.topics import (
     market_data_rejects,
     raw_broker_ticks,
 )
-from app.settings import BrokerSettings
 from app.sources.assignment import SourceAssignment
-from app.sources.brokers.oanda import OandaPriceStream
-from app.sources.contract import Backoff, ConnectionState, RecordSink
+from app.sources.brokers.registry import BrokerClient, build_clients
+from app.sources.contract import Backoff, ConnectionState
 from app.sources.raw_writer import RawWriter
 from app.sources.supervisor import SourceSupervisor, Supervised
 
 log = logging.getLogger(__name__)
-
-
-class BrokerClient(Protocol):
-    """What the service needs of a feed client; see OandaPriceStream."""
-
-    state: ConnectionState
-
-    async def run(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-
-class BrokerClientFactory(Protocol):
-    def __call__(self, name: str, cfg: BrokerSettings, sink: RecordSink) -> BrokerClient: ...
-
-
-CLIENT_KINDS: dict[str, BrokerClientFactory] = {
-    "oanda_v20": OandaPriceStream,
-}
-
-
-def build_clients(brokers: Mapping[str, BrokerSettings], sink: RecordSink) -> list[BrokerClient]:
-    """A client for every enabled broker, highest priority (lowest number) first."""
-    enabled = sorted(
-        ((name, cfg) for name, cfg in brokers.items() if cfg.enabled),
-        key=lambda item: (item[1].priority, item[0]),
-    )
-    return [CLIENT_KINDS[cfg.kind](name, cfg, sink) for name, cfg in enabled]
 
 
 def connections_problem(clients: list[BrokerClient]) -> str | None:

@@ -17,12 +17,14 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
+from pydantic import Field
 
 from app.core.errors import ParseError, ProviderError
 from app.core.models import Tick, normalise_symbol, parse_price, parse_rfc3339_ns
+from app.core.reasons import NOT_A_TICK
 from app.settings import BrokerSettings
 from app.sources.contract import Backoff, ConnectionState, RecordSink
 from app.wire import codec
@@ -31,6 +33,17 @@ log = logging.getLogger(__name__)
 
 FORMAT = "oanda_v20"
 MAX_LINE_BYTES = 64 * 1024
+
+
+class OandaSettings(BrokerSettings):
+    """An OANDA v20 account's pricing stream (the token comes from `token_env`)."""
+
+    kind: Literal["oanda_v20"] = "oanda_v20"
+    stream_url: str
+    account: str
+    token_env: str
+    heartbeat_timeout_s: float = Field(10.0, gt=0)
+    auth_backoff_s: float = Field(60.0, gt=0)
 
 
 @dataclass(slots=True, frozen=True)
@@ -156,6 +169,14 @@ def _reject_key(line: bytes, fallback: str) -> bytes:
     return fallback.encode()
 
 
+def parse_oanda_record(payload: bytes, source: str, receive_time_ns: int) -> Tick:
+    """A raw record's payload (one PRICE line) as a tick; a heartbeat is not one."""
+    parsed = parse_oanda_line(payload, source, receive_time_ns)
+    if isinstance(parsed, Heartbeat):
+        raise ParseError(NOT_A_TICK, "heartbeat in a raw topic")
+    return parsed
+
+
 class StreamEnded(Exception):
     """The server closed the stream (or it went silent) while it should be streaming."""
 
@@ -173,7 +194,7 @@ class OandaPriceStream:
     def __init__(
         self,
         name: str,
-        cfg: BrokerSettings,
+        cfg: OandaSettings,
         sink: RecordSink,
         environ: Mapping[str, str] = os.environ,
         rng: random.Random | None = None,

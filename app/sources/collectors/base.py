@@ -58,6 +58,7 @@ class CollectorHealth:
     polls: int = 0
     records: int = 0
     consecutive_failures: int = 0
+    failures: int = 0  # failed polls since start (a Prometheus counter)
     last_success: float | None = None
     last_error: str | None = None
     last_error_reason: str | None = None
@@ -72,6 +73,7 @@ class CollectorHealth:
             "polls": self.polls,
             "records": self.records,
             "consecutive_failures": self.consecutive_failures,
+            "failures": self.failures,
             "last_success": _iso(self.last_success),
             "last_error": self.last_error,
             "last_error_reason": self.last_error_reason,
@@ -157,6 +159,7 @@ class Collector:
             self.health.last_success = time.time()
             return self.cfg.interval_s
         self.health.consecutive_failures += 1
+        self.health.failures += 1
         backoff = min(
             self.cfg.backoff_initial_s * 2 ** (self.health.consecutive_failures - 1),
             self.cfg.backoff_max_s,

@@ -1,0 +1,1 @@
+"""A package whose module fails to import (autodiscovery test)."""
