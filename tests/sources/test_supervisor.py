@@ -15,9 +15,10 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import TestServer
 from faust.types import TP
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from app.ops.health import HealthRegistry
+from app.ops.metrics import LiveStateCollector
 from app.sources.assignment import SourceAssignment, owned_sources
 from app.sources.brokers.feeds import connections_problem
 from app.sources.brokers.oanda import OandaPriceStream
@@ -247,3 +248,21 @@ async def test_sources_follow_their_partitions_with_a_handover_delay() -> None:
     assert assignment.report()["running"] == ["c"]
     await assignment.unbind()
     assert log == ["stop a", "stop c"]
+
+
+def test_a_broker_streamed_by_another_worker_is_no_series_here() -> None:
+    health = HealthRegistry("test", "0")
+    health.add_section(
+        "broker_connections",
+        lambda: {
+            "fxcm": {"status": "elsewhere", "kind": "oanda_v20"},
+            "ic_markets": {"status": "connected", "reconnects": 2},
+        },
+    )
+    registry = CollectorRegistry()
+    registry.register(LiveStateCollector(health))
+    connected = registry.get_sample_value
+    assert connected("ingest_source_connected", {"source": "ic_markets"}) == 1.0
+    # No "disconnected" series (and no enabled one) where another worker streams it.
+    assert connected("ingest_source_connected", {"source": "fxcm"}) is None
+    assert connected("ingest_source_enabled", {"source": "fxcm"}) is None
