@@ -11,6 +11,7 @@ command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need_a
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
 command -v promtool >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)  # devstack up --secure: throwaway CA
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "install: apt-get install ${need_apt[*]}"
     apt-get update -qq

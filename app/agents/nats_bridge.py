@@ -19,6 +19,7 @@ from typing import Any
 
 from faust.types import EventT, StreamT
 
+from app.core.redact import redact_url
 from app.ops.runtime import health
 from app.pipeline.faust_app import app, settings
 from app.pipeline.topics import market_context_stream, market_data_stream
@@ -133,7 +134,9 @@ def _health_check() -> str | None:
     if not publisher.ever_connected:
         if time.monotonic() - health.started < CONNECT_GRACE_S:
             return None
-        return f"not connected to NATS at {settings.nats.url} since start-up"
+        error = publisher.refusal or publisher.last_error
+        reason = f": {error}" if error else ""
+        return f"not connected to NATS at {redact_url(settings.nats.url)} since start-up{reason}"
     return f"NATS {publisher.connection_state}, {publisher.in_flight} publishes waiting"
 
 

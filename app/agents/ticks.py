@@ -35,6 +35,7 @@ from app.pipeline.topics import (
     raw_historical_ticks,
 )
 from app.sources.brokers.registry import payload_parsers
+from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
 from app.tables.ticks import historical_state, partition_state, symbol_state
 from app.tables.values import PartitionClocks, SymbolStateValue, decode, encode
 from app.wire import codec
@@ -243,7 +244,7 @@ def write_in_event(write: StateWrite) -> None:
 
 def processing_agent(topic: faust.TopicT, live: bool, name: str) -> Any:
     """The agent of one raw topic: its events through TickGroups and the delivery engine."""
-    processor = TickProcessor(settings, payload_parsers())
+    processor = TickProcessor(settings, payload_parsers(), (DUKASCOPY,))
 
     async def agent(stream: Any) -> None:
         in_flight = InFlight()

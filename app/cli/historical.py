@@ -27,6 +27,7 @@ from app.core.processor import tick_of_record
 from app.core.reference import ReferenceComparison, compare_to_reference
 from app.ops.reference_results import write_result
 from app.pipeline.faust_app import app, settings
+from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, raw_historical_ticks
 from app.sources.brokers.registry import payload_parsers
 from app.sources.contract import Backoff
@@ -120,6 +121,7 @@ def _check_symbols(symbols: tuple[str, ...]) -> list[str]:
     option("--source-dir", default=None, help="local tree laid out like the datafeed URLs"),
     option("--base-url", default=None, help="datafeed URL (default: historical.base_url)"),
 )
+@exits_on_kafka_failure
 async def import_dukascopy(
     self: object,
     symbols: tuple[str, ...],
@@ -135,6 +137,7 @@ async def import_dukascopy(
     await raw_historical_ticks.maybe_declare()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_options(),
         acks="all",
         enable_idempotence=True,  # broker drops the producer's own retried duplicates
         linger_ms=max(settings.kafka.producer_linger_ms, 5),
@@ -181,7 +184,7 @@ async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
     Asked of the admin client: a consumer without a subscription has no metadata for
     the topic (aiokafka 0.14 `consumer.topics()` does not fill `partitions_for_topic`).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -206,7 +209,10 @@ async def read_live_ticks(
     if not partitions:
         return ticks
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        **kafka_options(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     key = symbol.encode()
@@ -251,6 +257,7 @@ async def read_live_ticks(
     option("--base-url", default=None, help="datafeed URL (default: historical.base_url)"),
     option("--topic", default=RAW_BROKER_TICKS, help="topic with the live broker ticks"),
 )
+@exits_on_kafka_failure
 async def reference_check(
     self: object,
     symbol: str,

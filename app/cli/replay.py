@@ -10,6 +10,7 @@ from faust.cli import AppCommand, option
 
 from app.cli import replay_offsets
 from app.pipeline.faust_app import app, settings
+from app.pipeline.kafka_clients import exits_on_kafka_failure
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_EXTERNAL_DATA, RAW_HISTORICAL_TICKS
 
 RAW_TOPICS = (RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, RAW_EXTERNAL_DATA)
@@ -33,6 +34,7 @@ def _parse_when(text: str) -> datetime:
         help="Keep table state (the replayed ticks will then mostly be rejected as duplicates).",
     ),
 )
+@exits_on_kafka_failure
 async def replay(
     self: AppCommand,
     to_earliest: bool,

@@ -21,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from app.core.errors import IngestError
+from app.pipeline.kafka_clients import kafka_options
 
 
 class ReplayRefused(IngestError):
@@ -59,7 +60,9 @@ async def target_offsets(
     bootstrap: str, tps: Sequence[TopicPartition], at: datetime | None
 ) -> dict[TopicPartition, int]:
     """Earliest offsets, or the first offset at/after `at` (end of partition if none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, **kafka_options(), enable_auto_commit=False
+    )
     await consumer.start()
     try:
         if at is None:
@@ -74,7 +77,7 @@ async def target_offsets(
 async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
     """Commit offsets for an idle group with a consumer that never joins it."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap, **kafka_options(), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -102,7 +105,7 @@ async def replay(
     table_dir: Path | None = None,
 ) -> ReplayPlan:
     """Reset `group` on `topics` (and clear table state); refuse while workers run."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         members = await active_members(admin, group)
