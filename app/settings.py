@@ -203,8 +203,12 @@ def _broker_of_its_kind(data: Any) -> Any:
 
 
 class InstrumentSettings(Section):
+    """An instrument's facts; the one place they live (sources, rules and tools read them)."""
+
     asset_class: str
     pip: Decimal = Field(gt=0)
+    decimals: int = Field(ge=0, le=9)  # digits a broker quotes
+    dukascopy_scale: int | None = Field(None, gt=0)  # Dukascopy points per 1.0 of price
 
 
 class ValidationLimits(Section):

@@ -44,7 +44,7 @@ async def normalise_context(stream):  # type: ignore[no-untyped-def]
         lineage = (where.topic, where.partition, where.offset)
         try:
             batch = codec.decode_raw_batch(event.value)
-        except DecodeError as exc:
+        except (DecodeError, RecursionError, ValueError) as exc:
             record = codec.RawRecord(payload=event.value or b"")
             rejection = codec.encode_rejection(
                 ["malformed_batch"], str(exc), record, "context", *lineage
@@ -68,12 +68,25 @@ async def normalise_context(stream):  # type: ignore[no-untyped-def]
                 await market_data_rejects.send(key=raw_key, value=rejection)
                 continue
             for obs in observations:
-                fingerprint = obs.fingerprint()
+                try:
+                    fingerprint = obs.fingerprint()
+                    value = encode_observation(obs, record.receive_time_ns)
+                except Exception as exc:  # e.g. a time outside int64: rejected, not acked away
+                    log.warning("unencodable observation %s of %s: %r", obs.key, raw_key, exc)
+                    rejection = codec.encode_rejection(
+                        ["unencodable"],
+                        f"{obs.key}: {type(exc).__name__}: {exc}"[:500],
+                        record,
+                        "context",
+                        *lineage,
+                        index=index,
+                    )
+                    await market_data_rejects.send(key=raw_key, value=rejection)
+                    continue
                 if last_context.get(obs.key) == fingerprint:
                     continue
                 # Acknowledged before remembered: a crash in between repeats a value, never
                 # loses one (context data is slow, so waiting for each ack costs nothing).
-                value = encode_observation(obs, record.receive_time_ns)
                 delivered = await market_context_stream.send(key=obs.key.encode(), value=value)
                 await delivered
                 CONTEXT_OUT.labels(obs.provider).inc()

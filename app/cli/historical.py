@@ -20,6 +20,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import argument, option
+from google.protobuf.message import DecodeError
 
 from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, Tick, price_from_decimal
@@ -28,7 +29,13 @@ from app.core.reference import ReferenceComparison, compare_to_reference
 from app.ops.reference_results import write_result
 from app.pipeline.faust_app import app, settings
 from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options
-from app.pipeline.topics import RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, raw_historical_ticks
+from app.pipeline.topics import (
+    MARKET_DATA_REJECTS,
+    RAW_BROKER_TICKS,
+    RAW_HISTORICAL_TICKS,
+    market_data_rejects,
+    raw_historical_ticks,
+)
 from app.sources.brokers.registry import payload_parsers
 from app.sources.contract import Backoff
 from app.sources.dukascopy.bi5 import (
@@ -135,6 +142,7 @@ async def import_dukascopy(
     first, last = parse_when(start), parse_when(end)
     hours = hour_source(source_dir, base_url)
     await raw_historical_ticks.maybe_declare()
+    await market_data_rejects.maybe_declare()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
         **kafka_options(),
@@ -147,12 +155,16 @@ async def import_dukascopy(
     async def send(key: bytes, value: bytes) -> Awaitable[object]:
         return await producer.send(RAW_HISTORICAL_TICKS, value=value, key=key)
 
+    async def reject(key: bytes, value: bytes) -> Awaitable[object]:
+        return await producer.send(MARKET_DATA_REJECTS, value=value, key=key)
+
     importer = DukascopyImporter(
         hours,
         send,
         _dir(settings.historical.checkpoint_dir, "checkpoints"),
         batch_ticks=settings.historical.batch_ticks,
         prefetch=settings.historical.concurrency,
+        reject=reject,
     )
     summaries: list[ImportSummary] = []
     try:
@@ -237,7 +249,11 @@ async def read_live_ticks(
                         break
                     if message.key != key:
                         continue
-                    for record in codec.decode_raw_batch(message.value).records:
+                    try:
+                        records = codec.decode_raw_batch(message.value).records
+                    except (DecodeError, RecursionError, ValueError):
+                        continue  # not a RawBatch: the worker rejects it, the check skips it
+                    for record in records:
                         tick = _live_tick(record)
                         if tick is not None and start_ns <= tick.event_time_ns < end_ns:
                             ticks.append(tick)

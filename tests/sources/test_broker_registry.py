@@ -56,7 +56,7 @@ brokers:
     symbols: [EURUSD]
     priority: 2
 instruments:
-  EURUSD: {asset_class: fx_major, pip: "0.0001"}
+  EURUSD: {asset_class: fx_major, pip: "0.0001", decimals: 5}
 """
 
 
@@ -88,7 +88,8 @@ def test_settings_clients_and_processing_of_a_registered_kind(fake_kind: None, t
 def test_a_kind_nobody_registered_names_the_known_ones(tmp_path: Path) -> None:
     path = tmp_path / "service.yaml"
     path.write_text(CONFIG)
-    with pytest.raises(ConfigError, match="unknown broker kind 'fake_kind' \\(known: oanda_v20"):
+    known = "\\(known: mt5, oanda_v20"
+    with pytest.raises(ConfigError, match=f"unknown broker kind 'fake_kind' {known}"):
         load_settings(path, environ={})
 
 

@@ -27,13 +27,20 @@ from app.wire import codec
 
 
 class KafkaSink:
-    """Raw bodies to `raw.external.data`, refusals to `market-data-rejects`."""
+    """Raw bodies to `raw.external.data`, refusals to `market-data-rejects`.
+
+    Each write returns once Kafka acknowledged it (or raises): `send` only queues, the
+    awaited future is the delivery, as in the broker writer and the context agent.
+    """
 
     async def raw(self, key: str, record: codec.RawRecord) -> None:
-        await raw_external_data.send(key=key.encode(), value=codec.encode_raw_batch([record]))
+        value = codec.encode_raw_batch([record])
+        delivered = await raw_external_data.send(key=key.encode(), value=value)
+        await delivered
 
     async def reject(self, key: str, rejection: bytes) -> None:
-        await market_data_rejects.send(key=key.encode(), value=rejection)
+        delivered = await market_data_rejects.send(key=key.encode(), value=rejection)
+        await delivered
 
 
 def build_collectors(session: aiohttp.ClientSession) -> dict[str, Collector]:
