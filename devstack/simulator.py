@@ -15,7 +15,8 @@ error JSON), `token` (only this bearer token is accepted), `rate`, `heartbeat_s`
 `spread_mult`, `latency_ms`.
 
 `GET /stats` counts exactly what was written: PRICE lines per profile and instrument,
-malformed lines, heartbeats, connections, drops, refused requests. `--seed` makes the
+malformed lines, heartbeats, connections (and how many were open at once), drops,
+refused requests. `--seed` makes the
 prices of the n-th connection of a profile the same on every run.
 """
 
@@ -121,6 +122,11 @@ class ProfileStats:
     price_lines: int = 0
     malformed_lines: int = 0
     heartbeats: int = 0
+    # Streams open at once: more than one means two clients stream the same account.
+    open_streams: int = 0
+    max_open_streams: int = 0
+    # PRICE lines written on each connection, in connection order.
+    connection_lines: list[int] = field(default_factory=list)
     instruments: Counter[str] = field(default_factory=Counter)
 
 
@@ -320,10 +326,18 @@ class Simulator:
         resp.enable_chunked_encoding()
         resp.force_close()
         await resp.prepare(request)
+        stats.open_streams += 1
+        stats.connection_lines.append(0)
+        connection = len(stats.connection_lines) - 1
+        stats.max_open_streams = max(stats.max_open_streams, stats.open_streams)
         try:
-            dropped = await self._stream(request, resp, profile, stats, quoter, instruments)
+            dropped = await self._stream(
+                request, resp, profile, stats, quoter, instruments, connection
+            )
         except (ConnectionError, asyncio.CancelledError):
             return resp
+        finally:
+            stats.open_streams -= 1
         if dropped:
             stats.drops += 1
             await resp.write_eof()
@@ -337,6 +351,7 @@ class Simulator:
         stats: ProfileStats,
         quoter: Quoter,
         instruments: list[str],
+        connection: int,
     ) -> bool:
         """Write lines until the client goes away (False) or a drop is due (True)."""
         loop = asyncio.get_running_loop()
@@ -384,6 +399,7 @@ class Simulator:
             if out:
                 await resp.write(b"".join(out))
                 stats.price_lines += len(prices)
+                stats.connection_lines[connection] += len(prices)
                 stats.instruments.update(prices)
                 stats.malformed_lines += malformed
                 stats.heartbeats += heartbeat

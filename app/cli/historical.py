@@ -37,6 +37,7 @@ from app.pipeline.topics import (
     raw_historical_ticks,
 )
 from app.sources.brokers.registry import payload_parsers
+from app.sources.contract import Backoff
 from app.sources.dukascopy.bi5 import (
     DirectoryHours,
     DukascopyImporter,
@@ -47,6 +48,7 @@ from app.sources.dukascopy.bi5 import (
     load_reference_ticks,
     point_factor,
 )
+from app.sources.supervisor import run_with_restarts
 from app.wire import codec
 
 EXIT_PROBLEMS = 1
@@ -83,6 +85,29 @@ def hour_source(source_dir: str | None, base_url: str | None) -> HourSource:
         backoff_s=cfg.backoff_s,
         timeout_s=cfg.timeout_s,
     )
+
+
+async def import_supervised(
+    importer: DukascopyImporter, symbol: str, first: datetime, last: datetime
+) -> ImportSummary:
+    """One symbol's import, resumed from its checkpoint after an unexpected crash (capped,
+    jittered backoff, `historical.retries` times); then reported as an error, and the
+    next symbol is imported."""
+    cfg = settings.historical
+    backoff = Backoff(max(cfg.backoff_s, 0.1), 30.0)
+    try:
+        return await run_with_restarts(
+            f"dukascopy:{symbol}",
+            "dukascopy",
+            lambda: importer.run(symbol, first, last),
+            backoff,
+            attempts=cfg.retries + 1,
+        )
+    except Exception as exc:
+        summary = ImportSummary(symbol)
+        summary.errors += 1
+        summary.problems.append(f"{symbol}: import stopped: {type(exc).__name__}: {exc}")
+        return summary
 
 
 def _check_symbols(symbols: tuple[str, ...]) -> list[str]:
@@ -144,7 +169,7 @@ async def import_dukascopy(
     summaries: list[ImportSummary] = []
     try:
         for name in names:
-            summaries.append(await importer.run(name, first, last))
+            summaries.append(await import_supervised(importer, name, first, last))
     finally:
         await producer.stop()
         await hours.close()

@@ -18,6 +18,7 @@ import mode
 from app import __version__
 from app.core.redact import redact_url
 from app.settings import Settings
+from app.sources.contract import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +88,13 @@ class HubRegistration(mode.Service):
 
     @mode.Service.task
     async def _keep_registered(self) -> None:
-        backoff = 1.0
+        interval = self.settings.hub.reregister_interval_s
+        backoff = Backoff(min(1.0, interval), interval)
         while not self.should_stop:
             ok = await self.register()
-            delay = self.settings.hub.reregister_interval_s if ok else backoff
-            backoff = 1.0 if ok else min(backoff * 2, self.settings.hub.reregister_interval_s)
-            await self.sleep(delay)
+            if ok:
+                backoff.reset()
+            await self.sleep(interval if ok else backoff.next_delay())
 
     async def on_stop(self) -> None:
         if self._session is None:

@@ -33,6 +33,7 @@ from nats.js.api import PubAck, StorageType, StreamConfig
 from app.core.redact import redact_url, scrub
 from app.settings import NatsSettings
 from app.sinks.nats.connect import connect_options, secret_values
+from app.sources.contract import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,8 @@ class NatsPublisher(Service):
         self._seq = itertools.count()
         self._retry_tasks: set[asyncio.Task[None]] = set()
         self._stream_ready = False
+        # A failed publish is re-sent after a capped, jittered delay (grows per attempt).
+        self._resend_backoff = Backoff(cfg.reconnect_wait_s, max(cfg.reconnect_wait_s, 30.0))
 
     @property
     def jetstream(self) -> bool:
@@ -198,8 +201,7 @@ class NatsPublisher(Service):
         task.add_done_callback(self._retry_tasks.discard)
 
     async def _resend(self, item: _Pending) -> None:
-        backoff = min(self.cfg.reconnect_wait_s * 2 ** min(item.attempts - 1, 5), 30.0)
-        await asyncio.sleep(backoff)
+        await asyncio.sleep(self._resend_backoff.delay(item.attempts - 1))
         while not self._stream_ready:
             await self._connected.wait()
             await self._ensure_stream()

@@ -343,7 +343,9 @@ class Mt5Client:
         self._closing = asyncio.Event()
 
     async def run(self) -> None:
-        """Connect, poll, and reconnect until closed."""
+        """Connect, poll, and reconnect until closed (a closed client may run again: a
+        broker that moves back to this worker)."""
+        self._closing.clear()
         while not self._closing.is_set():
             delay = await self._session()
             if self._closing.is_set():

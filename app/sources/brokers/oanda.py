@@ -227,7 +227,8 @@ class OandaPriceStream:
         self._name_key = name.encode()
 
     async def run(self) -> None:
-        """Connect, stream, and reconnect until closed."""
+        """Connect, stream, and reconnect until closed (a closed client may run again)."""
+        self._closing.clear()
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.cfg.connect_timeout_s)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             while not self._closing.is_set():

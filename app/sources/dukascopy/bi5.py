@@ -31,6 +31,7 @@ from app.core.errors import IngestError, ParseError, ProviderError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, PRICE_SCALE, Tick
 from app.core.reasons import STAGE_SOURCE
 from app.settings import get_settings
+from app.sources.contract import Backoff
 from app.wire import codec
 from app.wire.codec import encode_tick_records
 
@@ -344,9 +345,10 @@ class HttpHours:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         problem = ""
+        backoff = Backoff(self.backoff_s, max(self.backoff_s, 30.0)) if self.backoff_s else None
         for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            if attempt and backoff is not None:
+                await asyncio.sleep(backoff.next_delay())
             async with self._limit:
                 self.requests += 1
                 try:
@@ -502,6 +504,8 @@ class DukascopyImporter:
         finally:
             for task in pending:
                 task.cancel()
+            # Their outcome is collected, never left to "exception was never retrieved".
+            await asyncio.gather(*pending, return_exceptions=True)
             if self.progress and todo:
                 self.progress.write("\n")
         return summary
