@@ -794,7 +794,11 @@ def pid_of(cfg: StackConfig, component: str) -> int | None:
 def down(cfg: StackConfig, purge: bool = False) -> dict[str, str]:
     """Stop everything; with purge also delete the data (only paths this module creates)."""
     known = list(dict.fromkeys([*cfg.components, *_cluster_dirs(cfg), "kafka"]))
-    result = {component: _stop_one(cfg, component) for component in known}
+    # All at once: a cluster's last node waits for a quorum in its controlled shutdown
+    # (the whole grace period) when the other nodes were stopped before it.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(known)) as pool:
+        stopped = pool.map(lambda component: _stop_one(cfg, component), known)
+        result = dict(zip(known, stopped, strict=True))
     result = {c: r for c, r in result.items() if c in cfg.components or r != "not running"}
     if purge:
         for component in known:
