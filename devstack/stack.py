@@ -791,6 +791,28 @@ def pid_of(cfg: StackConfig, component: str) -> int | None:
     return _running_pid(cfg, component)
 
 
+def active_controller(cfg: StackConfig) -> int | None:
+    """node.id of the KRaft quorum leader (the active controller), or None while unknown.
+
+    Read from the running nodes' ``quorum-state`` files, which each voter rewrites on every
+    election: the entry of the highest epoch names the leader. (The metadata response's
+    controller id is a random broker under KRaft, not the active controller.)
+    """
+    best: tuple[int, int] | None = None
+    for node in cfg.kafka_nodes:
+        if _running_pid(cfg, node) is None:
+            continue
+        path = cfg.component_dir(node) / "data" / "__cluster_metadata-0" / "quorum-state"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        epoch, leader = int(state.get("leaderEpoch", -1)), int(state.get("leaderId", -1))
+        if leader >= 0 and (best is None or epoch > best[0]):
+            best = (epoch, leader)
+    return best[1] if best else None
+
+
 def down(cfg: StackConfig, purge: bool = False) -> dict[str, str]:
     """Stop everything; with purge also delete the data (only paths this module creates)."""
     known = list(dict.fromkeys([*cfg.components, *_cluster_dirs(cfg), "kafka"]))
