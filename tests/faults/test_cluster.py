@@ -25,11 +25,12 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
 
 from app.pipeline.topics import MARKET_DATA_STREAM, RAW_BROKER_TICKS
 from devstack import stack as local_stack
@@ -61,6 +62,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 TICKS = 20_000
 PARTITIONS = 4
 REPLICAS = 3
+T = TypeVar("T")
 CLUSTER_ENV = {
     "INGEST__KAFKA__PARTITIONS": str(PARTITIONS),
     "INGEST__KAFKA__REPLICATION_FACTOR": str(REPLICAS),
@@ -92,10 +94,24 @@ def cluster_input() -> list[Message]:
     return messages
 
 
-async def load_replicated(bootstrap: str, messages: list[Message]) -> None:
-    """raw.broker.ticks with 3 replicas, then `messages` in order through an idempotent
-    producer: a send retried across a leader change is not written twice, so the offsets
-    are those of the clean run even when a broker dies during the load."""
+async def retried(call: Callable[[], Awaitable[T]], timeout: float = 60.0) -> T:
+    """`call()` until it succeeds: an admin request can go to a node that just died and
+    is not fenced yet (its partitions move only then)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await call()
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def raw_end(bootstrap: str) -> int:
+    return sum((await end_offsets(bootstrap, RAW_BROKER_TICKS)).values())
+
+
+async def create_raw(bootstrap: str) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -103,7 +119,14 @@ async def load_replicated(bootstrap: str, messages: list[Message]) -> None:
             await admin.create_topics([NewTopic(RAW_BROKER_TICKS, PARTITIONS, REPLICAS)])
     finally:
         await admin.close()
-    before = sum((await end_offsets(bootstrap, RAW_BROKER_TICKS)).values())
+
+
+async def load_replicated(bootstrap: str, messages: list[Message]) -> None:
+    """raw.broker.ticks with 3 replicas, then `messages` in order through an idempotent
+    producer: a send retried across a leader change is not written twice, so the offsets
+    are those of the clean run even when a broker dies during the load."""
+    await retried(lambda: create_raw(bootstrap))
+    before = await retried(lambda: raw_end(bootstrap))
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=5
     )
@@ -114,7 +137,7 @@ async def load_replicated(bootstrap: str, messages: list[Message]) -> None:
             await fut
     finally:
         await producer.stop()
-    after = sum((await end_offsets(bootstrap, RAW_BROKER_TICKS)).values())
+    after = await retried(lambda: raw_end(bootstrap))
     assert after - before == len(messages), f"raw topic grew by {after - before}"
 
 
@@ -280,8 +303,12 @@ async def kill_and_return(
         await poll(lambda: leads_nothing(bootstrap, victim), 60, "failed over")
         failover_s = time.monotonic() - killed
         await asyncio.sleep(2)  # output samples after the failover
-    finally:
+    except BaseException:
+        # The next scenario needs all three nodes, whatever happened here.
         watcher.cancel()
+        await asyncio.to_thread(local_stack.start, cluster, node)
+        raise
+    watcher.cancel()
     after = [t for t in growth if t >= failover_s - 0.5]
     back = time.monotonic()
     await asyncio.to_thread(local_stack.start, cluster, node)
