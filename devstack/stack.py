@@ -761,7 +761,7 @@ def _components(cfg: StackConfig, component: str) -> list[str]:
     if component in cfg.components:
         return [component]
     raise StackError(
-        f"unknown component {component!r}: use {', '.join(['kafka', *cfg.components])}",
+        f"unknown component {component!r}: use {', '.join(dict.fromkeys(['kafka', *cfg.components]))}",
         EXIT_PRECONDITION,
     )
 
