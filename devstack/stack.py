@@ -760,8 +760,9 @@ def _components(cfg: StackConfig, component: str) -> list[str]:
         return cfg.kafka_nodes
     if component in cfg.components:
         return [component]
+    names = ", ".join(dict.fromkeys(["kafka", *cfg.components]))
     raise StackError(
-        f"unknown component {component!r}: use {', '.join(dict.fromkeys(['kafka', *cfg.components]))}",
+        f"unknown component {component!r}: use {names}",
         EXIT_PRECONDITION,
     )
 
