@@ -1,10 +1,16 @@
-"""Run a real single-node Kafka (KRaft) broker and a real nats-server with JetStream on loopback.
+"""Run a real Kafka (KRaft) and a real nats-server with JetStream on loopback.
+
+One combined broker+controller node by default; ``--brokers 3`` runs a cluster of three
+combined nodes (a controller quorum of 3, replication factor 3, ``min.insync.replicas=2``),
+node N on ``kafka_port + 10*(N-1)`` / ``controller_port + 10*(N-1)``, components
+``kafka-1`` .. ``kafka-3`` with their own data dirs, so one node can be stopped, killed,
+wiped and started again while the others serve.
 
 No Docker: the Kafka jars come from Maven Central via ``deploy/kafka/pom.xml`` and nats-server
 comes from the Debian package. Processes run in their own session so they outlive this CLI;
 their pids live in the run dir, which is how ``down``/``status`` find them later.
 
-Usage: ``python -m devstack.stack up|down|status|start|stop [kafka|nats] [options]``.
+Usage: ``python -m devstack.stack up|down|status|start|stop [kafka|kafka-N|nats] [options]``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ POM = REPO_ROOT / "deploy" / "kafka" / "pom.xml"
 COMPONENTS = ("kafka", "nats")
 NATS_SERVER = "nats-server"
 STOP_GRACE_S = 30.0
+NODE_PORT_STEP = 10  # node N of a cluster listens on the base ports + 10*(N-1)
+MAX_BROKERS = 9
 LOG_TAIL_LINES = 30
 
 EXIT_FAILED = 1
@@ -88,6 +96,8 @@ class StackConfig:
     libs_dir: Path = field(default_factory=lambda: REPO_ROOT / ".cache" / "kafka-libs")
     # SASL_SSL Kafka (SCRAM-SHA-512) and TLS + user NATS; see devstack/secure.py
     secure: bool = False
+    # 1: one combined node ("kafka"); more: a KRaft cluster of combined nodes "kafka-1".. .
+    brokers: int = 1
 
     def __post_init__(self) -> None:
         # Absolute paths: they are matched against /proc/<pid>/cmdline to recognise our processes.
@@ -95,10 +105,44 @@ class StackConfig:
         self.libs_dir = Path(self.libs_dir).resolve()
         if self.controller_port is None:
             self.controller_port = self.kafka_port + 1
+        if not 1 <= self.brokers <= MAX_BROKERS:
+            raise StackError(f"brokers must be 1..{MAX_BROKERS}", EXIT_PRECONDITION)
+        if self.secure and self.brokers > 1:
+            raise StackError("--secure runs one broker only", EXIT_PRECONDITION)
+
+    @property
+    def kafka_nodes(self) -> list[str]:
+        """The Kafka components: "kafka" alone, or "kafka-1".."kafka-N" for a cluster."""
+        if self.brokers == 1:
+            return ["kafka"]
+        return [f"kafka-{n}" for n in range(1, self.brokers + 1)]
+
+    @property
+    def components(self) -> list[str]:
+        return [*self.kafka_nodes, "nats"]
+
+    @staticmethod
+    def node_id(component: str) -> int:
+        """KRaft node.id of a Kafka component ("kafka" is node 1)."""
+        return 1 if component == "kafka" else int(component.removeprefix("kafka-"))
+
+    def node_ports(self, component: str) -> tuple[int, int]:
+        """(client port, controller port) of one Kafka node."""
+        assert self.controller_port is not None
+        step = NODE_PORT_STEP * (self.node_id(component) - 1)
+        return self.kafka_port + step, self.controller_port + step
+
+    def node_bootstrap(self, component: str) -> str:
+        return f"127.0.0.1:{self.node_ports(component)[0]}"
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        """Every node's client address, comma-separated (one address for one broker)."""
+        return ",".join(self.node_bootstrap(node) for node in self.kafka_nodes)
+
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.run_dir / "cluster.id"
 
     @property
     def nats_url(self) -> str:
@@ -127,9 +171,9 @@ class StackConfig:
 
     def ports(self, component: str) -> dict[str, int]:
         """Ports a component listens on, by name (used for checks and status)."""
-        if component == "kafka":
-            assert self.controller_port is not None
-            return {"kafka_port": self.kafka_port, "controller_port": self.controller_port}
+        if component.startswith("kafka"):
+            kafka, controller = self.node_ports(component)
+            return {"kafka_port": kafka, "controller_port": controller}
         return {"nats_port": self.nats_port, "nats_monitor_port": self.nats_monitor_port}
 
     def component_dir(self, component: str) -> Path:
@@ -151,6 +195,7 @@ class StackConfig:
         nats_monitor_port: int | None = None,
         timeout: float = 90.0,
         secure: bool | None = None,
+        brokers: int | None = None,
     ) -> StackConfig:
         """Merge explicit values > STACK_* env vars > the run dir's stack.json > defaults.
 
@@ -184,6 +229,7 @@ class StackConfig:
             else saved.get("nats_monitor_port", 8222),
             timeout=timeout,
             secure=bool(saved.get("secure", 0)) if secure is None else secure,
+            brokers=brokers if brokers is not None else saved.get("brokers", 1),
         )
 
 
@@ -221,8 +267,8 @@ def _is_ours(cfg: StackConfig, component: str, pid: int) -> bool:
     argv = _cmdline(pid)
     if not argv:
         return False
-    if component == "kafka":
-        props = str(cfg.component_dir("kafka") / "server.properties")
+    if component.startswith("kafka"):
+        props = str(cfg.component_dir(component) / "server.properties")
         return "kafka.Kafka" in argv and props in argv
     store = str(cfg.component_dir("nats") / "store")
     return Path(argv[0]).name == NATS_SERVER and store in argv
@@ -364,8 +410,10 @@ def resolve_kafka_libs(cfg: StackConfig) -> Path:
     return cfg.libs_dir
 
 
-def _kafka_properties(cfg: StackConfig) -> str:
-    data = cfg.component_dir("kafka") / "data"
+def _kafka_properties(cfg: StackConfig, component: str = "kafka") -> str:
+    data = cfg.component_dir(component) / "data"
+    if cfg.brokers > 1:
+        return _cluster_node_properties(cfg, component, data)
     if cfg.secure:
         assert cfg.controller_port is not None
         return secure_mod.kafka_properties(
@@ -391,13 +439,58 @@ auto.create.topics.enable=false
 """
 
 
-def _kafka_command(cfg: StackConfig, libs: Path) -> list[str]:
+def _cluster_node_properties(cfg: StackConfig, component: str, data: Path) -> str:
+    """One combined node of a cluster: every node is a voter; replicated defaults.
+
+    Topics get 3 replicas and need 2 in sync for an acks=all write, so one node may be
+    down (killed, wiped) without losing an acknowledged message or stopping producers.
+    """
+    kafka, controller = cfg.node_ports(component)
+    voters = ",".join(f"{cfg.node_id(n)}@127.0.0.1:{cfg.node_ports(n)[1]}" for n in cfg.kafka_nodes)
+    replicas = min(cfg.brokers, 3)
+    min_isr = max(1, replicas - 1)
+    return f"""\
+process.roles=broker,controller
+node.id={cfg.node_id(component)}
+controller.quorum.voters={voters}
+listeners=PLAINTEXT://127.0.0.1:{kafka},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{kafka}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs={data}
+num.partitions=1
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replicas}
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
+unclean.leader.election.enable=false
+group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
+"""
+
+
+def _cluster_id(cfg: StackConfig) -> str:
+    """The run dir's cluster id: made once, reused by every node's (re)format."""
+    with contextlib.suppress(OSError):
+        saved = cfg.cluster_id_file.read_text().strip()
+        if saved:
+            return saved
+    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg.cluster_id_file.write_text(cluster_id + "\n")
+    return cluster_id
+
+
+def _kafka_command(cfg: StackConfig, libs: Path, component: str = "kafka") -> list[str]:
     java = _require_binary("java", "install a JDK 17+ (apt-get install -y openjdk-17-jre-headless)")
-    kdir = cfg.component_dir("kafka")
+    kdir = cfg.component_dir(component)
     kdir.mkdir(parents=True, exist_ok=True)
     (kdir / "log4j2.yaml").write_text(LOG4J2_YAML)
     props = kdir / "server.properties"
-    props.write_text(_kafka_properties(cfg))
+    props.write_text(_kafka_properties(cfg, component))
     classpath = f"{libs}/*"
     scram = cfg.material().scram_args() if cfg.secure else []
     formatted = (kdir / "data" / "meta.properties").exists()
@@ -408,7 +501,9 @@ def _kafka_command(cfg: StackConfig, libs: Path) -> list[str]:
             EXIT_PRECONDITION,
         )
     if not formatted:
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        # A cluster's nodes share one id; a wiped node is reformatted with it and its node.id
+        # and rejoins (it catches up from the quorum leader and the partition leaders).
+        cluster_id = _cluster_id(cfg)
         proc = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
              # `=` form: a base64url id may start with '-' and parse as an option otherwise
@@ -419,9 +514,10 @@ def _kafka_command(cfg: StackConfig, libs: Path) -> list[str]:
             raise StackError(f"kafka storage format failed:\n{proc.stdout}{proc.stderr}")
         if cfg.secure:
             (kdir / "data" / ".secure").write_text("SCRAM users created at format time\n")
-        log.info("kafka: formatted storage, cluster id %s", cluster_id)
+        log.info("%s: formatted storage, cluster id %s", component, cluster_id)
+    heap = "-Xmx512m" if cfg.brokers == 1 else "-Xmx384m"
     return [
-        java, "-Xms256m", "-Xmx512m", f"-Dlog4j2.configurationFile={kdir / 'log4j2.yaml'}",
+        java, "-Xms256m", heap, f"-Dlog4j2.configurationFile={kdir / 'log4j2.yaml'}",
         "-cp", classpath, "kafka.Kafka", str(props),
     ]  # fmt: skip
 
@@ -445,8 +541,9 @@ async def _kafka_answers(bootstrap: str, options: dict[str, Any] | None = None) 
             await admin.close()
 
 
-def _kafka_ready(cfg: StackConfig) -> bool:
-    if not _tcp_open(cfg.kafka_port):
+def _kafka_ready(cfg: StackConfig, component: str = "kafka") -> bool:
+    port = cfg.node_ports(component)[0]
+    if not _tcp_open(port):
         return False
     aiokafka_log = logging.getLogger("aiokafka")
     level = aiokafka_log.level
@@ -455,7 +552,7 @@ def _kafka_ready(cfg: StackConfig) -> bool:
         # A worker thread gets its own event loop, so up() also works when called from async code.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             options = cfg.material().kafka_client_options() if cfg.secure else None
-            answers = _kafka_answers(cfg.kafka_bootstrap, options)
+            answers = _kafka_answers(f"127.0.0.1:{port}", options)
             return pool.submit(asyncio.run, answers).result()
     finally:
         aiokafka_log.setLevel(level)
@@ -479,7 +576,7 @@ def _nats_command(cfg: StackConfig) -> list[str]:
     ]  # fmt: skip
 
 
-def _nats_ready(cfg: StackConfig) -> bool:
+def _nats_ready(cfg: StackConfig, component: str = "nats") -> bool:
     if not _tcp_open(cfg.nats_port):
         return False
     url = f"http://127.0.0.1:{cfg.nats_monitor_port}/healthz?js-enabled-only=true"
@@ -490,7 +587,8 @@ def _nats_ready(cfg: StackConfig) -> bool:
         return False
 
 
-_READY = {"kafka": _kafka_ready, "nats": _nats_ready}
+def _ready(cfg: StackConfig, component: str) -> bool:
+    return (_kafka_ready if component.startswith("kafka") else _nats_ready)(cfg, component)
 
 
 # --------------------------------------------------------------------------- lifecycle
@@ -498,7 +596,13 @@ _READY = {"kafka": _kafka_ready, "nats": _nats_ready}
 
 def _save_state(cfg: StackConfig) -> None:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    ports = {**cfg.ports("kafka"), **cfg.ports("nats"), "secure": int(cfg.secure)}
+    ports = {
+        "kafka_port": cfg.kafka_port,
+        "controller_port": cfg.controller_port,
+        **cfg.ports("nats"),
+        "secure": int(cfg.secure),
+        "brokers": cfg.brokers,
+    }
     tmp = cfg.state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(ports, indent=2) + "\n")
     tmp.replace(cfg.state_file)
@@ -510,7 +614,13 @@ def _check_saved_ports(cfg: StackConfig, component: str) -> None:
         saved = json.loads(cfg.state_file.read_text())
     except (OSError, ValueError):
         return
-    for name, port in cfg.ports(component).items():
+    wanted: dict[str, Any] = (
+        {"kafka_port": cfg.kafka_port, "controller_port": cfg.controller_port}
+        if component.startswith("kafka")
+        else cfg.ports(component)
+    )
+    wanted["brokers"] = cfg.brokers
+    for name, port in wanted.items():
         if name in saved and saved[name] != port:
             raise StackError(
                 f"{component} is already running with {name}={saved[name]} (asked for {port}); "
@@ -552,7 +662,7 @@ def _wait_ready(cfg: StackConfig, pending: dict[str, int]) -> None:
                     f"{component} exited during start; last lines of "
                     f"{cfg.log_file(component)}:\n{_log_tail(cfg.log_file(component))}"
                 )
-            if _READY[component](cfg):
+            if _ready(cfg, component):
                 log.info("%s: ready after %.1fs", component, time.monotonic() - started)
                 del pending[component]
         if pending and time.monotonic() > deadline:
@@ -581,10 +691,11 @@ def _start(cfg: StackConfig, components: list[str]) -> dict[str, str]:
     # Every precondition first, so a failure leaves nothing half started.
     if "nats" in to_start:
         _nats_binary()
-    if "kafka" in to_start:
+    kafka_to_start = [c for c in to_start if c.startswith("kafka")]
+    if kafka_to_start:
         _require_binary("java", "install a JDK 17+ (apt-get install -y openjdk-17-jre-headless)")
     _check_ports(cfg, to_start)
-    libs = resolve_kafka_libs(cfg) if "kafka" in to_start else None
+    libs = resolve_kafka_libs(cfg) if kafka_to_start else None
     for component in to_start:
         cfg.component_dir(component).mkdir(parents=True, exist_ok=True)
     if cfg.secure:
@@ -599,7 +710,9 @@ def _start(cfg: StackConfig, components: list[str]) -> dict[str, str]:
     try:
         for component in to_start:
             argv = (
-                _kafka_command(cfg, libs) if libs and component == "kafka" else _nats_command(cfg)
+                _kafka_command(cfg, libs, component)
+                if libs and component.startswith("kafka")
+                else _nats_command(cfg)
             )
             spawned[component] = _spawn(cfg, component, argv)
         _wait_ready(cfg, spawned)
@@ -611,11 +724,24 @@ def _start(cfg: StackConfig, components: list[str]) -> dict[str, str]:
     return result
 
 
-def _stop_one(cfg: StackConfig, component: str) -> str:
+def _cluster_dirs(cfg: StackConfig) -> list[str]:
+    """Kafka node dirs present in the run dir (a cluster run may be downed without --brokers)."""
+    if not cfg.run_dir.is_dir():
+        return []
+    return sorted(p.name for p in cfg.run_dir.glob("kafka-[0-9]") if p.is_dir())
+
+
+def _stop_one(cfg: StackConfig, component: str, kill: bool = False) -> str:
     pid = _running_pid(cfg, component)
     if pid is None:
         cfg.pid_file(component).unlink(missing_ok=True)
         return "not running"
+    if kill:
+        log.info("%s: killing pid %d", component, pid)
+        _signal_group(pid, signal.SIGKILL)
+        _wait_gone(cfg, component, pid, 10)
+        cfg.pid_file(component).unlink(missing_ok=True)
+        return "killed"
     log.info("%s: stopping pid %d", component, pid)
     _signal_group(pid, signal.SIGTERM)
     if not _wait_gone(cfg, component, pid, STOP_GRACE_S):
@@ -628,35 +754,81 @@ def _stop_one(cfg: StackConfig, component: str) -> str:
     return "stopped"
 
 
-def _component(component: str) -> str:
-    if component not in COMPONENTS:
-        raise StackError(f"unknown component {component!r}: use kafka or nats", EXIT_PRECONDITION)
-    return component
+def _components(cfg: StackConfig, component: str) -> list[str]:
+    """ "kafka" means every Kafka node; "kafka-N" one node of a cluster."""
+    if component == "kafka":
+        return cfg.kafka_nodes
+    if component in cfg.components:
+        return [component]
+    names = ", ".join(dict.fromkeys(["kafka", *cfg.components]))
+    raise StackError(
+        f"unknown component {component!r}: use {names}",
+        EXIT_PRECONDITION,
+    )
 
 
 def up(cfg: StackConfig) -> dict[str, str]:
     """Start Kafka and NATS (idempotent), wait until both answer; returns action per component."""
-    return _start(cfg, list(COMPONENTS))
+    return _start(cfg, cfg.components)
 
 
 def start(cfg: StackConfig, component: str) -> str:
-    """Start one component, reusing its existing data."""
-    return _start(cfg, [_component(component)])[component]
+    """Start one component (or every Kafka node for "kafka"), reusing its existing data."""
+    result = _start(cfg, _components(cfg, component))
+    return ", ".join(sorted(set(result.values())))
 
 
-def stop(cfg: StackConfig, component: str) -> str:
-    """Stop one component, keeping its data for a later ``start``."""
-    return _stop_one(cfg, _component(component))
+def stop(cfg: StackConfig, component: str, kill: bool = False) -> str:
+    """Stop one component (or every Kafka node for "kafka"), keeping its data.
+
+    kill: SIGKILL at once (a crash, no controlled shutdown) instead of SIGTERM first.
+    """
+    results = {_stop_one(cfg, c, kill=kill) for c in _components(cfg, component)}
+    return ", ".join(sorted(results))
+
+
+def pid_of(cfg: StackConfig, component: str) -> int | None:
+    """The running process of one component, or None."""
+    return _running_pid(cfg, component)
+
+
+def active_controller(cfg: StackConfig) -> int | None:
+    """node.id of the KRaft quorum leader (the active controller), or None while unknown.
+
+    Read from the running nodes' ``quorum-state`` files, which each voter rewrites on every
+    election: the entry of the highest epoch names the leader. (The metadata response's
+    controller id is a random broker under KRaft, not the active controller.)
+    """
+    best: tuple[int, int] | None = None
+    for node in cfg.kafka_nodes:
+        if _running_pid(cfg, node) is None:
+            continue
+        path = cfg.component_dir(node) / "data" / "__cluster_metadata-0" / "quorum-state"
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        epoch, leader = int(state.get("leaderEpoch", -1)), int(state.get("leaderId", -1))
+        if leader >= 0 and (best is None or epoch > best[0]):
+            best = (epoch, leader)
+    return best[1] if best else None
 
 
 def down(cfg: StackConfig, purge: bool = False) -> dict[str, str]:
     """Stop everything; with purge also delete the data (only paths this module creates)."""
-    result = {component: _stop_one(cfg, component) for component in COMPONENTS}
+    known = list(dict.fromkeys([*cfg.components, *_cluster_dirs(cfg), "kafka"]))
+    # All at once: a cluster's last node waits for a quorum in its controlled shutdown
+    # (the whole grace period) when the other nodes were stopped before it.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=len(known)) as pool:
+        stopped = pool.map(lambda component: _stop_one(cfg, component), known)
+        result = dict(zip(known, stopped, strict=True))
+    result = {c: r for c, r in result.items() if c in cfg.components or r != "not running"}
     if purge:
-        for component in COMPONENTS:
+        for component in known:
             shutil.rmtree(cfg.component_dir(component), ignore_errors=True)
         shutil.rmtree(cfg.secure_dir, ignore_errors=True)  # throwaway keys and passwords
         cfg.state_file.unlink(missing_ok=True)
+        cfg.cluster_id_file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             cfg.run_dir.rmdir()
         log.info("purged %s", cfg.run_dir)
@@ -666,7 +838,7 @@ def down(cfg: StackConfig, purge: bool = False) -> dict[str, str]:
 def status(cfg: StackConfig) -> dict[str, dict[str, Any]]:
     """Per component: running flag, pid and ports."""
     out: dict[str, dict[str, Any]] = {}
-    for component in COMPONENTS:
+    for component in cfg.components:
         pid = _running_pid(cfg, component)
         out[component] = {"running": pid is not None, "pid": pid, **cfg.ports(component)}
     return out
@@ -678,10 +850,20 @@ def status(cfg: StackConfig) -> dict[str, dict[str, Any]]:
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m devstack.stack",
-        description="Local single-node Kafka (KRaft) + NATS JetStream on 127.0.0.1, no Docker.",
+        description="Local Kafka (KRaft, 1 node or a cluster) + NATS JetStream on 127.0.0.1,"
+        " no Docker.",
     )
     p.add_argument("command", choices=["up", "down", "status", "start", "stop"])
-    p.add_argument("component", nargs="?", choices=COMPONENTS, help="for start/stop")
+    p.add_argument(
+        "component", nargs="?", help="for start/stop: kafka (all nodes), kafka-N (one node), nats"
+    )
+    p.add_argument(
+        "--brokers",
+        type=int,
+        help="up: Kafka nodes (1, or 3 for a cluster with replication 3 and min ISR 2);"
+        " later commands read it from the run dir",
+    )
+    p.add_argument("--kill", action="store_true", help="stop: SIGKILL (a crash), not SIGTERM")
     p.add_argument("--run-dir", help="state/data dir (env STACK_RUN_DIR, default .run/stack)")
     p.add_argument("--kafka-port", type=int, help="env STACK_KAFKA_PORT, default 9092")
     p.add_argument("--controller-port", type=int, help="env STACK_CONTROLLER_PORT, default kafka+1")
@@ -719,21 +901,22 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("aiokafka").setLevel(logging.WARNING)
     if args.command in ("start", "stop") and args.component is None:
-        print(f"stack: {args.command} needs a component: kafka or nats", file=sys.stderr)
+        print(f"stack: {args.command} needs a component: kafka, kafka-N or nats", file=sys.stderr)
         return EXIT_PRECONDITION
     if args.command not in ("start", "stop") and args.component is not None:
         print(f"stack: {args.command} takes no component", file=sys.stderr)
         return EXIT_PRECONDITION
-    cfg = StackConfig.resolve(
-        run_dir=args.run_dir,
-        kafka_port=args.kafka_port,
-        controller_port=args.controller_port,
-        nats_port=args.nats_port,
-        nats_monitor_port=args.nats_monitor_port,
-        timeout=args.timeout,
-        secure=True if args.secure else None,
-    )
     try:
+        cfg = StackConfig.resolve(
+            run_dir=args.run_dir,
+            kafka_port=args.kafka_port,
+            controller_port=args.controller_port,
+            nats_port=args.nats_port,
+            nats_monitor_port=args.nats_monitor_port,
+            timeout=args.timeout,
+            secure=True if args.secure else None,
+            brokers=args.brokers,
+        )
         if args.command == "status":
             st = status(cfg)
             if args.json:
@@ -749,7 +932,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "start":
             result = {args.component: start(cfg, args.component)}
         else:
-            result = {args.component: stop(cfg, args.component)}
+            result = {args.component: stop(cfg, args.component, kill=args.kill)}
     except StackError as exc:
         print(f"stack: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -757,7 +940,13 @@ def main(argv: list[str] | None = None) -> int:
         print("stack: interrupted", file=sys.stderr)
         return 130
     for component, action in result.items():
-        where = cfg.kafka_bootstrap if component == "kafka" else cfg.nats_url
+        where = (
+            cfg.nats_url
+            if component == "nats"
+            else cfg.kafka_bootstrap
+            if component == "kafka"
+            else cfg.node_bootstrap(component)
+        )
         print(f"{component}: {action} ({where})")
     if args.command == "up":
         print(f"up in {time.monotonic() - started:.1f}s")

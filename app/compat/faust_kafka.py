@@ -18,6 +18,10 @@ upgrade. The adaptations:
 4. **Current event** (`in_event`). faust takes a table key's partition, for writes and for
    RocksDB reads, from the event being processed; the delivery engine reads and writes
    state outside faust's own iteration, so it sets that event itself.
+5. **Idempotent producer** (`enable_idempotence`). faust 0.15.3 has no setting for it and
+   turns it on only inside transactions (`Producer._settings_extra`). With acks=all on a
+   replicated cluster, a send retried after a leader change would otherwise be written
+   twice; with idempotence the broker drops the producer's own retried batches.
 """
 
 from __future__ import annotations
@@ -66,6 +70,8 @@ def _problems() -> list[str]:
         problems.append("faust's aiokafka Consumer no longer keeps its thread in _thread")
     if "onerror=self._on_autodiscovery_error" not in inspect.getsource(faust.App.discover):
         problems.append("faust App.discover no longer reports import errors to a hook")
+    if not callable(getattr(faust_aiokafka.Producer, "_settings_extra", None)):
+        problems.append("faust's aiokafka Producer._settings_extra is gone")
     if not isinstance(getattr(faust.streams, "_current_event", None), contextvars.ContextVar):
         problems.append("faust.streams._current_event is no longer a ContextVar")
     return problems
@@ -96,6 +102,23 @@ def set_fetch_max_wait(ms: int) -> None:
         return consumer
 
     thread_class._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+def enable_idempotence() -> None:
+    """Have faust's producers (acks=all only) use aiokafka's `enable_idempotence=True`."""
+    producer_class = faust_aiokafka.Producer
+    extra = getattr(producer_class, "_faust_settings_extra", None)
+    if extra is None:
+        extra = producer_class._settings_extra
+        producer_class._faust_settings_extra = extra  # type: ignore[attr-defined]
+
+    def settings_extra(self: Any) -> dict[str, Any]:
+        options = dict(extra(self))
+        if self.acks in (-1, "all"):  # aiokafka refuses idempotence with acks 0/1
+            options.setdefault("enable_idempotence", True)
+        return options
+
+    producer_class._settings_extra = settings_extra  # type: ignore[method-assign]
 
 
 def own_changelog_partitions(app: faust.App) -> list[TopicPartition]:
@@ -155,4 +178,5 @@ def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     """Apply every adaptation to the worker's app (after `check_installed`)."""
     fail_on_discovery_error(app)
     set_fetch_max_wait(fetch_max_wait_ms)
+    enable_idempotence()
     app.on_rebalance_complete.connect(pause_own_changelogs)
