@@ -13,6 +13,7 @@ inside the worker, and a result computed once per run needs no changelog.
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +52,8 @@ from app.sources.dukascopy.bi5 import (
 )
 from app.sources.supervisor import run_with_restarts
 from app.wire import codec
+
+SCAN_PROGRESS_S = 2.0  # reference-check: a progress line at most this often while scanning
 
 
 def parse_when(text: str) -> datetime:
@@ -240,15 +243,20 @@ async def read_live_ticks(
         since_ms = start_ns // NS_PER_MS - 60_000
         starts = await consumer.offsets_for_times({tp: since_ms for tp in tps})
         todo = set()
+        total = 0
         for tp in tps:
             found = starts.get(tp)
             if found is None or found.offset >= ends[tp]:
                 continue
             consumer.seek(tp, found.offset)
             todo.add(tp)
+            total += ends[tp] - found.offset
+        scanned = 0
+        shown = time.monotonic()
         while todo:
             batch = await consumer.getmany(*todo, timeout_ms=500)
             for tp, messages in batch.items():
+                scanned += len(messages)
                 for message in messages:
                     if message.offset >= ends[tp]:
                         break
@@ -265,6 +273,13 @@ async def read_live_ticks(
             for tp in list(todo):
                 if await consumer.position(tp) >= ends[tp]:
                     todo.discard(tp)
+            if time.monotonic() - shown >= SCAN_PROGRESS_S or not todo:
+                shown = time.monotonic()
+                done = min(scanned, total)
+                sys.stderr.write(
+                    f"reference-check: {topic} scanned {done:,}/{total:,} messages, "
+                    f"{len(ticks):,} {symbol} ticks in the window\n"
+                )
     finally:
         await consumer.stop()
     return ticks

@@ -68,3 +68,18 @@ def test_ingest_version_is_the_service_version() -> None:
     )  # fmt: skip
     assert done.returncode == 0
     assert done.stdout.startswith(f"data-ingestion {__version__} (faust-streaming ")
+
+
+def test_ingest_help_lists_the_service_commands_first() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.argv[1:] = ['--help'];"
+         " from app.cli.main import main; main()"],
+        cwd=REPO, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    head = done.stdout.split("All commands")[0]
+    assert [line.split()[0] for line in head.splitlines()[1:] if line.strip()] == [
+        "worker", "import-dukascopy", "reference-check", "replay", "tail",
+    ]  # fmt: skip
+    for name in ("import-dukascopy", "reference-check", "replay", "tail"):
+        assert name in done.stdout.split("All commands")[1]  # faust knows each of them

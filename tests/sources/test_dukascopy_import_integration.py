@@ -208,6 +208,7 @@ async def test_reference_check_against_broker_ticks_in_kafka(
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "| ic_markets | 1 | 0 | 0.200 |" in done.stdout
+    assert "reference-check: raw.broker.ticks scanned " in done.stderr  # progress while scanning
     result = json.loads((data_dir / "dukascopy" / "reference" / "EURUSD.json").read_text())
     assert result["reference_ticks"] == 180 and result["live_ticks"] == 2
     assert result["brokers"]["fxcm"]["mean_pips"] == pytest.approx(-0.5)
