@@ -25,6 +25,9 @@ from pydantic import (
     field_validator,
 )
 
+from app.core.candles import CandleSettings
+from app.core.market_hours import MarketHoursSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "service.yaml"
 CONFIG_ENV = "INGEST_CONFIG"
@@ -241,6 +244,8 @@ class Settings(Section):
     collectors: dict[str, CollectorSettings] = {}
     hub: HubSettings = HubSettings()
     historical: HistoricalSettings = HistoricalSettings()
+    candles: CandleSettings = CandleSettings()
+    market_hours: MarketHoursSettings = MarketHoursSettings()
 
 
 def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import argument, option
 
+from app.core.candle_feed import candle_flush_batch
 from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, Tick, price_from_decimal
 from app.core.processor import tick_of_record
@@ -30,6 +31,7 @@ from app.pipeline.faust_app import app, settings
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, raw_historical_ticks
 from app.sources.brokers.registry import payload_parsers
 from app.sources.dukascopy.bi5 import (
+    SOURCE,
     DirectoryHours,
     DukascopyImporter,
     HourSource,
@@ -129,7 +131,12 @@ async def import_dukascopy(
     summaries: list[ImportSummary] = []
     try:
         for name in names:
-            summaries.append(await importer.run(name, first, last))
+            summary = await importer.run(name, first, last)
+            summaries.append(summary)
+            if not summary.errors:
+                # every hour is in: let the last candles of the range leave (docs/candles.md)
+                marker = candle_flush_batch(SOURCE, int(last.timestamp()) * NS_PER_SECOND)
+                await (await send(name.encode(), marker))
     finally:
         await producer.stop()
         await hours.close()

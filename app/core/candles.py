@@ -71,6 +71,8 @@ class CandleSettings(BaseModel):
     # After emission a window still accepts ticks (and is re-emitted with revision + 1)
     # until the watermark is this far past its end; later ticks are refused.
     allowed_lateness_ms: int = Field(2000, ge=0)
+    # Closed candles kept per symbol:timeframe and source for the /candles view (0: none).
+    history: int = Field(100, ge=0)
 
     @field_validator("timeframes")
     @classmethod
@@ -157,6 +159,7 @@ class CandleReject:
     event_time_ns: int
     watermark_ns: int
     reason: str = LATE_FOR_CANDLE
+    index: int = -1  # position of the tick in the sequence given to `apply`
 
 
 @dataclass(slots=True)
@@ -287,7 +290,7 @@ def apply(
     """
     emitted: list[Candle] = []
     rejects: list[CandleReject] = []
-    for tick in ticks:
+    for index, tick in enumerate(ticks):
         if tick.symbol != book.symbol:
             raise ValueError(f"tick of {tick.symbol} fed to the candle book of {book.symbol}")
         t, bid, ask = tick.event_time_ns, tick.bid, tick.ask
@@ -299,7 +302,7 @@ def apply(
             if window is None:
                 if wm is not None and start + size + params.lateness_ns <= wm:
                     book.rejected[name] = book.rejected.get(name, 0) + 1
-                    rejects.append(CandleReject(book.symbol, book.source, name, t, wm))
+                    rejects.append(CandleReject(book.symbol, book.source, name, t, wm, index=index))
                     continue
                 window = windows[start] = WindowState.first(start, t, bid, ask)
             else:
