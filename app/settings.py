@@ -89,6 +89,9 @@ class NatsSettings(Section):
     ack_timeout_s: float = Field(5.0, gt=0)
     reconnect_wait_s: float = Field(1.0, gt=0)
     drain_timeout_s: float = Field(5.0, gt=0)
+    # JetStream key-value bucket with the latest best price per symbol and the latest best
+    # candle per timeframe, each with its stream sequence (docs/last-value.md); "" = none.
+    last_value_bucket: str = "market-last"
 
     @field_validator("subject_prefix")
     @classmethod
