@@ -285,19 +285,18 @@ async def test_last_value_snapshot_then_stream_without_gap(
                 for msg in await sub.fetch(500, timeout=0.5):
                     received.append((msg.metadata.sequence.stream, msg.data))
                     await msg.ack()
-            except nats.errors.TimeoutError:
+            except (TimeoutError, nats.errors.TimeoutError):
                 pass
 
         while not feeder.done():
             await pull()
         await feeder
         await wait_committed(boot, app_id)
-        last_seq = (await js.stream_info(stream)).state.last_seq
+        last_seq = (await js.get_last_msg(stream, subject)).seq  # all is in: stable
+        deadline = time.monotonic() + 30
         while not received or received[-1][0] < last_seq:
+            assert time.monotonic() < deadline, (received[-1:], last_seq)
             await pull()
-            if received and received[-1][0] >= last_seq:
-                break
-            last_seq = (await js.stream_info(stream)).state.last_seq
     await nc.close()
 
     everything = await stream_messages(nats_url, stream)
@@ -305,6 +304,14 @@ async def test_last_value_snapshot_then_stream_without_gap(
     assert [seq for seq, _ in received] == [seq for seq, _ in wanted]  # no gap, no surplus
     assert received == wanted
     assert sum(1 for seq, _ in received if seq > max(s for s, _ in snapshot.values())) > 0
+
+    # each snapshot entry is the stream's message at its sequence, and every later message
+    # of its symbol was received
+    by_seq = {seq: (s, data) for seq, s, data in everything}
+    for symbol, (seq, payload) in snapshot.items():
+        assert by_seq[seq] == (subject, payload)
+        later = [(q, d) for q, s, d in everything if s == subject and q > seq and _sym(d) == symbol]
+        assert [(q, d) for q, d in received if q > seq and _sym(d) == symbol] == later
 
     # snapshot + what followed it = every symbol's current price
     current = dict(snapshot)
@@ -318,3 +325,7 @@ async def test_last_value_snapshot_then_stream_without_gap(
             last_by_symbol[codec.decode_market_data(data).ticks[0].symbol] = data
     assert set(current) == set(SYMBOLS) == set(last_by_symbol)
     assert {s: d for s, (_, d) in current.items()} == last_by_symbol
+
+
+def _sym(data: bytes) -> str:
+    return codec.decode_market_data(data).ticks[0].symbol
