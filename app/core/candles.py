@@ -159,7 +159,9 @@ class CandleReject:
     event_time_ns: int
     watermark_ns: int
     reason: str = LATE_FOR_CANDLE
-    index: int = -1  # position of the tick in the sequence given to `apply`
+    # position of the tick in the sequence given to this `apply` call (not part of equality:
+    # the same reject from a split feed has another index)
+    index: int = field(default=-1, compare=False)
 
 
 @dataclass(slots=True)
@@ -290,6 +292,10 @@ def apply(
     """
     emitted: list[Candle] = []
     rejects: list[CandleReject] = []
+    lateness = params.lateness_ns
+    # Smallest watermark at which moving it does anything (emit or drop a window): below it
+    # the watermark is just set, so the per-tick path skips the scan of every window.
+    due = _due(book, params)
     for index, tick in enumerate(ticks):
         if tick.symbol != book.symbol:
             raise ValueError(f"tick of {tick.symbol} fed to the candle book of {book.symbol}")
@@ -305,6 +311,11 @@ def apply(
                     rejects.append(CandleReject(book.symbol, book.source, name, t, wm, index=index))
                     continue
                 window = windows[start] = WindowState.first(start, t, bid, ask)
+                end = start + size
+                # a new window is due at its end, or (emitted below) at its end + lateness
+                window_due = end if wm is None or end > wm else end + lateness
+                if due is None or window_due < due:
+                    due = window_due
             else:
                 window.add(t, bid, ask)
             if wm is not None and start + size <= wm:
@@ -312,8 +323,23 @@ def apply(
                 emitted.append(window.candle(book.symbol, book.source, name, size))
         candidate = t - params.delay_ns
         if wm is None or candidate > wm:
-            _move_watermark(book, candidate, params, emitted)
+            if due is not None and candidate >= due:
+                _move_watermark(book, candidate, params, emitted)
+                due = _due(book, params)
+            else:
+                book.watermark_ns = candidate
     return emitted, rejects
+
+
+def _due(book: CandleBook, params: CandleParams) -> int | None:
+    """The watermark at which the next window is emitted (its end) or dropped (end + lateness)."""
+    due = None
+    for name, size in params.timeframes:
+        for start, window in book.windows.get(name, {}).items():
+            d = start + size if window.revision < 0 else start + size + params.lateness_ns
+            if due is None or d < due:
+                due = d
+    return due
 
 
 def advance(book: CandleBook, watermark_ns: int, params: CandleParams) -> list[Candle]:
