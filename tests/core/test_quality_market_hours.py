@@ -77,7 +77,8 @@ def test_fx_weekend_when_new_york_leaves_summer_time():
     m = metrics(feed(times, "fx_major"), PIP)
     assert (m["gaps"], m["data_completeness"], m["uptime_percent"]) == (0, 100.0, 100.0)
     # an hour early on Sunday (21:00 UTC, still closed) and then silent until the open
-    early = steady("2026-10-30T20:50:00", "2026-10-30T21:00:00") + [
+    early = [
+        *steady("2026-10-30T20:50:00", "2026-10-30T21:00:00"),
         utc_ns("2026-11-01T21:00:00.250"),
         *steady("2026-11-01T22:00:00", "2026-11-01T22:10:00"),
     ]
