@@ -3,11 +3,20 @@
 A broken file or value stops the process with a message naming the field, because a
 market-data service that starts on silently-defaulted settings publishes wrong prices.
 Secrets never live here: a broker or collector names the environment variable that
-holds its token, and the token is read from the environment when it is used.
+holds its token, and the token is read from the environment when it is used. Transport
+secrets (Kafka SASL password, NATS password/token, web token) are `SecretStr` fields that
+only an `INGEST__...` environment variable may set; a config file that holds one is refused.
+
+Environment overrides are parsed strictly: a value that is valid JSON (number, true/false,
+null, list, object) is taken as such, anything else is the literal string. YAML 1.1's
+octal (`010` -> 8) and sexagesimal (`1:30` -> 90) readings cannot happen, and an invalid
+value is reported under the environment variable's name. (pydantic-settings was not used:
+its env source gives no such attribution and does not merge into the YAML layer per key.)
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from decimal import Decimal
@@ -21,8 +30,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from app.core.candles import CandleSettings
@@ -39,9 +50,13 @@ class ConfigError(Exception):
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, not silently ignored."""
+    """Base of every config section: unknown keys are errors, not silently ignored.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    inf/nan are refused by every numeric field: `max_spread_pips: .inf` used to load and
+    then fail every group at run time.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ServiceSettings(Section):
@@ -50,6 +65,8 @@ class ServiceSettings(Section):
     data_dir: Path = REPO_ROOT / ".run" / "worker"
     web_host: str = "127.0.0.1"
     web_port: int = Field(6066, gt=0, lt=65536)
+    # Bearer token for every web path except /livez; only from INGEST__SERVICE__WEB_TOKEN.
+    web_token: SecretStr | None = None
     store: str = "rocksdb://"
     log_level: Literal["debug", "info", "warn", "error"] = "info"
 
@@ -73,6 +90,29 @@ class KafkaSettings(Section):
     # How long a dead worker keeps its partitions before the group moves them on.
     session_timeout_s: float = Field(10.0, ge=6)
     heartbeat_interval_s: float = Field(3.0, gt=0)
+    # Transport security (app/pipeline/kafka_clients.py turns these into client options).
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None  # INGEST__KAFKA__SASL_PASSWORD only
+    ssl_cafile: Path | None = None  # None: the system trust store
+    ssl_certfile: Path | None = None  # client certificate (mutual TLS)
+    ssl_keyfile: Path | None = None
+    ssl_key_password: SecretStr | None = None  # INGEST__KAFKA__SSL_KEY_PASSWORD only
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (INGEST__KAFKA__SASL_PASSWORD)"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS)")
+        return self
 
 
 class NatsSettings(Section):
@@ -89,9 +129,41 @@ class NatsSettings(Section):
     ack_timeout_s: float = Field(5.0, gt=0)
     reconnect_wait_s: float = Field(1.0, gt=0)
     drain_timeout_s: float = Field(5.0, gt=0)
+    # Authentication: one of user+password, token, NKey seed file or .creds file.
+    user: str | None = None
+    password: SecretStr | None = None  # INGEST__NATS__PASSWORD only
+    token: SecretStr | None = None  # INGEST__NATS__TOKEN only
+    nkeys_seed_file: Path | None = None
+    creds_file: Path | None = None
+    # TLS: on when the URL is tls:// or a CA/client cert is given.
+    tls_cafile: Path | None = None
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    tls_hostname: str | None = None  # name checked in the server certificate, default URL host
+
     # JetStream key-value bucket with the latest best price per symbol and the latest best
     # candle per timeframe, each with its stream sequence (docs/last-value.md); "" = none.
     last_value_bucket: str = "market-last"
+
+    @model_validator(mode="after")
+    def _auth_is_consistent(self) -> NatsSettings:
+        methods = [
+            name
+            for name, on in (
+                ("user/password", self.user is not None or self.password is not None),
+                ("token", self.token is not None),
+                ("nkeys_seed_file", self.nkeys_seed_file is not None),
+                ("creds_file", self.creds_file is not None),
+            )
+            if on
+        ]
+        if len(methods) > 1:
+            raise ValueError(f"choose one NATS authentication, got {', '.join(methods)}")
+        if (self.user is None) != (self.password is None):
+            raise ValueError("user and password go together (INGEST__NATS__PASSWORD)")
+        if (self.tls_certfile is None) != (self.tls_keyfile is None):
+            raise ValueError("tls_certfile and tls_keyfile go together (mutual TLS)")
+        return self
 
     @field_validator("subject_prefix")
     @classmethod
@@ -138,8 +210,12 @@ def _broker_of_its_kind(data: Any) -> Any:
 
 
 class InstrumentSettings(Section):
+    """An instrument's facts; the one place they live (sources, rules and tools read them)."""
+
     asset_class: str
     pip: Decimal = Field(gt=0)
+    decimals: int = Field(ge=0, le=9)  # digits a broker quotes
+    dukascopy_scale: int | None = Field(None, gt=0)  # Dukascopy points per 1.0 of price
 
 
 class ValidationLimits(Section):
@@ -251,8 +327,47 @@ class Settings(Section):
     market_hours: MarketHoursSettings = MarketHoursSettings()
 
 
-def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
-    """Apply `INGEST__SECTION__KEY=value` variables; values are read as YAML scalars/lists."""
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def parse_env_value(raw: str) -> Any:
+    """A JSON value when `raw` is one (NaN/Infinity excluded), else the string itself."""
+    try:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        return raw
+
+
+def _is_secret(model: type[BaseModel], path: list[str]) -> bool:
+    """True when `path` leads to a SecretStr field of `model` (through nested sections)."""
+    for i, part in enumerate(path):
+        info = model.model_fields.get(part)
+        if info is None:
+            return False
+        ann = info.annotation
+        args = getattr(ann, "__args__", ())
+        if ann is SecretStr or SecretStr in args:
+            return i == len(path) - 1
+        nested = next(
+            (a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+        if nested is None:
+            return False
+        model = nested
+    return False
+
+
+def apply_env_overrides(
+    data: dict[str, Any],
+    environ: Mapping[str, str],
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> dict[str, Any]:
+    """Apply `INGEST__SECTION__KEY=value` variables (strict JSON-or-string values).
+
+    `origins` records which config path each variable set, so errors can name the variable.
+    Secret fields take the raw string: a password `123` stays the text "123".
+    """
     for name, raw in sorted(environ.items()):
         if not name.startswith(OVERRIDE_PREFIX):
             continue
@@ -263,18 +378,41 @@ def apply_env_overrides(data: dict[str, Any], environ: Mapping[str, str]) -> dic
             if not isinstance(child, dict):
                 raise ConfigError(f"{name}: {'.'.join(path)} does not name a config section")
             node = child
-        try:
-            node[path[-1]] = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{name}: value is not valid YAML: {exc}") from exc
+        node[path[-1]] = raw if _is_secret(Settings, path) else parse_env_value(raw)
+        if origins is not None:
+            origins[tuple(path)] = name
     return data
 
 
-def _describe(exc: ValidationError, origin: str) -> str:
-    lines = [f"invalid configuration in {origin}:"]
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        lines.append(f"  {field}: {err['msg']}")
+def _secrets_in_file(data: Any, model: type[BaseModel], prefix: list[str]) -> list[str]:
+    """Paths of SecretStr fields set in the file (secrets come from the environment only)."""
+    found: list[str] = []
+    if not isinstance(data, dict):
+        return found
+    for key, value in data.items():
+        path = [*prefix, str(key)]
+        if _is_secret(model, path):
+            found.append(".".join(path))
+        elif isinstance(value, dict):
+            found.extend(_secrets_in_file(value, model, path))
+    return found
+
+
+def _describe(
+    exc: ValidationError, origin: str, origins: dict[tuple[str, ...], str] | None = None
+) -> str:
+    """One line per error, under the environment variable that set the value if one did."""
+    origins = origins or {}
+    lines = []
+    from_file = False
+    for err in exc.errors(include_input=False):
+        loc = tuple(str(p) for p in err["loc"])
+        field = ".".join(loc) or "(top level)"
+        var = next((v for p, v in origins.items() if loc[: len(p)] == p), None)
+        from_file = from_file or var is None
+        lines.append(f"  {var} ({field}): {err['msg']}" if var else f"  {field}: {err['msg']}")
+    head = f"invalid configuration in {origin}:" if from_file else "invalid environment override:"
+    lines.insert(0, head)
     return "\n".join(lines)
 
 
@@ -294,11 +432,18 @@ def load_settings(
         raise ConfigError(f"{config_path} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{config_path}: top level must be a mapping, got {type(data).__name__}")
-    data = apply_env_overrides(data, environ)
+    secrets = _secrets_in_file(data, Settings, [])
+    if secrets:
+        names = ", ".join(
+            f"{p} (set {OVERRIDE_PREFIX}{p.replace('.', '__').upper()})" for p in secrets
+        )
+        raise ConfigError(f"{config_path}: secrets come from the environment only: {names}")
+    origins: dict[tuple[str, ...], str] = {}
+    data = apply_env_overrides(data, environ, origins)
     try:
         return Settings.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, str(config_path))) from None
+        raise ConfigError(_describe(exc, str(config_path), origins)) from None
 
 
 @lru_cache(maxsize=1)

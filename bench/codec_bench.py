@@ -23,13 +23,14 @@ from app.core.processor import SymbolState, TickProcessor
 from app.pipeline.topics import RAW_BROKER_TICKS
 from app.settings import get_settings
 from app.sources.brokers.registry import payload_parsers
+from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
 from app.wire import codec
 from bench.data import backlog
 
 
 def emitted_batches(ticks: int, batch: int) -> list[list[BestPrice]]:
     """The BestPrice lists the pipeline emits for the backlog, one list per raw message."""
-    processor = TickProcessor(get_settings(), payload_parsers())
+    processor = TickProcessor(get_settings(), payload_parsers(), (DUKASCOPY,))
     states: dict[bytes, SymbolState] = {}
     out = []
     for offset, (key, value, _n) in enumerate(backlog(ticks, batch)):

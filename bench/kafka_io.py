@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from app.pipeline.kafka_clients import kafka_options
+
 log = logging.getLogger("bench")
 
 
 @contextlib.asynccontextmanager
 async def admin_client(bootstrap: str):  # type: ignore[no-untyped-def]
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         yield admin
@@ -60,6 +62,7 @@ async def produce_all(bootstrap: str, topic: str, messages: Sequence[tuple[bytes
     """Send every (key, value) as fast as the producer allows; seconds taken."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
+        **kafka_options(),
         acks="all",
         linger_ms=5,
         max_batch_size=1024 * 1024,
@@ -76,7 +79,7 @@ async def produce_all(bootstrap: str, topic: str, messages: Sequence[tuple[bytes
 
 
 async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **kafka_options())
     await consumer.start()
     try:
         parts = [TopicPartition(topic, p) for p in sorted(await _partitions(bootstrap, topic))]
@@ -143,7 +146,10 @@ async def read_output(
     if not any(ends.values()):
         return out
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        **kafka_options(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     try:

@@ -24,7 +24,10 @@ from pathlib import Path
 import nats
 from aiokafka import AIOKafkaProducer
 
+from app.pipeline.kafka_clients import kafka_options
 from app.pipeline.topics import ALL_TOPIC_NAMES, RAW_BROKER_TICKS
+from app.settings import get_settings
+from app.sinks.nats.connect import connect_options
 from app.wire import codec
 from bench.data import live_ticks
 from bench.kafka_io import reset_topics
@@ -75,8 +78,10 @@ async def run(
         for tick in codec.decode_market_data(msg.data).ticks:
             samples.append((now - tick.receive_time_ns) / 1e6)
 
-    nc = await nats.connect(stack.nats_url)
-    producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all", linger_ms=0)
+    nc = await nats.connect(stack.nats_url, **connect_options(get_settings().nats))
+    producer = AIOKafkaProducer(
+        bootstrap_servers=stack.kafka_bootstrap, **kafka_options(), acks="all", linger_ms=0
+    )
     try:
         await asyncio.to_thread(worker.start_ready)
         await nc.subscribe(SUBJECT, cb=on_message)

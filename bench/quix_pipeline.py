@@ -24,6 +24,7 @@ from quixstreams import Application, message_context
 from app.core.processor import BatchResult, SymbolState, TickProcessor
 from app.settings import get_settings
 from app.sources.brokers.registry import payload_parsers
+from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
 from app.tables.values import SymbolStateValue, from_builtins, to_builtins
 from app.wire import codec
 
@@ -43,7 +44,7 @@ def build(args: argparse.Namespace) -> Application:
     raw = quix.topic(args.input, key_deserializer="bytes", value_deserializer="bytes")
     out = quix.topic(args.output, key_serializer="bytes", value_serializer="bytes")
     rejects = quix.topic(args.rejects, key_serializer="bytes", value_serializer="bytes")
-    processor = TickProcessor(get_settings(), payload_parsers())
+    processor = TickProcessor(get_settings(), payload_parsers(), (DUKASCOPY,))
     raw_sdf = quix.dataframe(raw)
 
     def process(value: bytes, key: bytes, _ts: int, _headers: Any, state: Any) -> list:

@@ -15,7 +15,8 @@ error JSON), `token` (only this bearer token is accepted), `rate`, `heartbeat_s`
 `spread_mult`, `latency_ms`.
 
 `GET /stats` counts exactly what was written: PRICE lines per profile and instrument,
-malformed lines, heartbeats, connections, drops, refused requests. `--seed` makes the
+malformed lines, heartbeats, connections (and how many were open at once), drops,
+refused requests. `--seed` makes the
 prices of the n-th connection of a profile the same on every run.
 """
 
@@ -26,13 +27,18 @@ import asyncio
 import dataclasses
 import json
 import logging
+import os
 import random
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from app.settings import load_settings
+from app.sources.brokers.oanda import oanda_instrument
 
 log = logging.getLogger("simulator")
 
@@ -48,20 +54,38 @@ class InstrumentSpec:
     spread_pips: float  # typical best-bucket spread
 
 
-INSTRUMENTS: dict[str, InstrumentSpec] = {
-    "EUR_USD": InstrumentSpec(1.08450, 5, 0.0001, 0.8),
-    "GBP_USD": InstrumentSpec(1.27020, 5, 0.0001, 1.0),
-    "USD_JPY": InstrumentSpec(157.312, 3, 0.01, 0.9),
-    "USD_CHF": InstrumentSpec(0.90110, 5, 0.0001, 1.2),
-    "AUD_USD": InstrumentSpec(0.66230, 5, 0.0001, 1.0),
-    "USD_CAD": InstrumentSpec(1.36480, 5, 0.0001, 1.3),
-    "NZD_USD": InstrumentSpec(0.60110, 5, 0.0001, 1.4),
-    "EUR_GBP": InstrumentSpec(0.85370, 5, 0.0001, 1.1),
-    "EUR_JPY": InstrumentSpec(169.540, 3, 0.01, 1.6),
-    "GBP_JPY": InstrumentSpec(199.810, 3, 0.01, 2.5),
-    "XAU_USD": InstrumentSpec(2650.150, 3, 0.01, 30.0),
-    "XAG_USD": InstrumentSpec(30.51200, 5, 0.001, 25.0),
+# What only the simulation needs: where each instrument's walk starts and its typical
+# spread in pips. Pip size and quoted decimals come from the service's instrument table
+# (config/service.yaml `instruments:`), the one place instrument facts live.
+WALKS: dict[str, tuple[float, float]] = {
+    "EURUSD": (1.08450, 0.8),
+    "GBPUSD": (1.27020, 1.0),
+    "USDJPY": (157.312, 0.9),
+    "USDCHF": (0.90110, 1.2),
+    "AUDUSD": (0.66230, 1.0),
+    "USDCAD": (1.36480, 1.3),
+    "NZDUSD": (0.60110, 1.4),
+    "EURGBP": (0.85370, 1.1),
+    "EURJPY": (169.540, 1.6),
+    "GBPJPY": (199.810, 2.5),
+    "XAUUSD": (2650.150, 30.0),
+    "XAGUSD": (30.51200, 25.0),
 }
+
+
+def instrument_specs() -> dict[str, InstrumentSpec]:
+    """OANDA instrument name -> spec, for every configured instrument with a walk."""
+    instruments = load_settings(os.environ.get("INGEST_CONFIG"), environ={}).instruments
+    return {
+        oanda_instrument(symbol): InstrumentSpec(
+            start, facts.decimals, float(facts.pip), spread_pips
+        )
+        for symbol, (start, spread_pips) in WALKS.items()
+        if (facts := instruments.get(symbol)) is not None
+    }
+
+
+INSTRUMENTS: dict[str, InstrumentSpec] = instrument_specs()
 
 
 @dataclass
@@ -98,6 +122,11 @@ class ProfileStats:
     price_lines: int = 0
     malformed_lines: int = 0
     heartbeats: int = 0
+    # Streams open at once: more than one means two clients stream the same account.
+    open_streams: int = 0
+    max_open_streams: int = 0
+    # PRICE lines written on each connection, in connection order.
+    connection_lines: list[int] = field(default_factory=list)
     instruments: Counter[str] = field(default_factory=Counter)
 
 
@@ -131,11 +160,18 @@ class Market:
         self._rng = random.Random(f"{seed}:market")
         self._mids: dict[str, float] = {}
         self._at: dict[str, int] = {}
+        self._lock = threading.Lock()
 
     def mid(self, instrument: str, now_ns: int) -> float:
+        with self._lock:  # MT5 terminals (devstack.mt5_terminal) ask from their threads
+            return self._mid(instrument, now_ns)
+
+    def _mid(self, instrument: str, now_ns: int) -> float:
         spec = INSTRUMENTS[instrument]
         mid = self._mids.get(instrument, spec.start_mid)
         at = self._at.get(instrument, now_ns)
+        if now_ns < at:
+            return mid  # a late asker (a terminal catching up) never rewinds the walk
         steps = (now_ns - at) // self.STEP_NS
         for _ in range(min(steps, self.MAX_STEPS)):
             mid += self._rng.gauss(0.0, 0.3) * spec.pip
@@ -290,10 +326,18 @@ class Simulator:
         resp.enable_chunked_encoding()
         resp.force_close()
         await resp.prepare(request)
+        stats.open_streams += 1
+        stats.connection_lines.append(0)
+        connection = len(stats.connection_lines) - 1
+        stats.max_open_streams = max(stats.max_open_streams, stats.open_streams)
         try:
-            dropped = await self._stream(request, resp, profile, stats, quoter, instruments)
+            dropped = await self._stream(
+                request, resp, profile, stats, quoter, instruments, connection
+            )
         except (ConnectionError, asyncio.CancelledError):
             return resp
+        finally:
+            stats.open_streams -= 1
         if dropped:
             stats.drops += 1
             await resp.write_eof()
@@ -307,6 +351,7 @@ class Simulator:
         stats: ProfileStats,
         quoter: Quoter,
         instruments: list[str],
+        connection: int,
     ) -> bool:
         """Write lines until the client goes away (False) or a drop is due (True)."""
         loop = asyncio.get_running_loop()
@@ -354,6 +399,7 @@ class Simulator:
             if out:
                 await resp.write(b"".join(out))
                 stats.price_lines += len(prices)
+                stats.connection_lines[connection] += len(prices)
                 stats.instruments.update(prices)
                 stats.malformed_lines += malformed
                 stats.heartbeats += heartbeat
@@ -387,6 +433,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=4.0, help="PRICE lines/s per instrument")
     parser.add_argument("--heartbeat-s", type=float, default=5.0)
     parser.add_argument(
+        "--mt5-port",
+        type=int,
+        default=0,
+        help="also serve the demo MT5 terminals (devstack.mt5_terminal) on this port and the "
+        "next two, over the same market",
+    )
+    parser.add_argument(
         "--profile",
         action="append",
         default=[],
@@ -399,6 +452,10 @@ def main(argv: list[str] | None = None) -> None:
     for text in args.profile:
         name, values = _parse_profile_arg(text)
         simulator.profile(name, **values)
+    if args.mt5_port:
+        from devstack.mt5_terminal import start_demo_terminals
+
+        start_demo_terminals(simulator.market, args.host, args.mt5_port, args.seed)
     log.info("OANDA v20 simulator on http://%s:%d/<profile>/v3/...", args.host, args.port)
     web.run_app(simulator.app(), host=args.host, port=args.port, print=None)
 

@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from devstack import secure as secure_mod
+
 log = logging.getLogger("devstack.stack")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +86,8 @@ class StackConfig:
     nats_monitor_port: int = 8222
     timeout: float = 90.0
     libs_dir: Path = field(default_factory=lambda: REPO_ROOT / ".cache" / "kafka-libs")
+    # SASL_SSL Kafka (SCRAM-SHA-512) and TLS + user NATS; see devstack/secure.py
+    secure: bool = False
 
     def __post_init__(self) -> None:
         # Absolute paths: they are matched against /proc/<pid>/cmdline to recognise our processes.
@@ -103,6 +107,23 @@ class StackConfig:
     @property
     def state_file(self) -> Path:
         return self.run_dir / "stack.json"
+
+    @property
+    def secure_dir(self) -> Path:
+        return self.run_dir / "secure"
+
+    def material(self) -> secure_mod.Material:
+        """The secured stack's certificates and credentials (made on first use)."""
+        return secure_mod.material(self.secure_dir)
+
+    def client_env(self) -> dict[str, str]:
+        """INGEST__... settings a client of this stack needs (secrets included when secure)."""
+        if not self.secure:
+            return {
+                "INGEST__KAFKA__BOOTSTRAP_SERVERS": self.kafka_bootstrap,
+                "INGEST__NATS__URL": self.nats_url,
+            }
+        return self.material().client_env(self.kafka_bootstrap, self.nats_url)
 
     def ports(self, component: str) -> dict[str, int]:
         """Ports a component listens on, by name (used for checks and status)."""
@@ -129,6 +150,7 @@ class StackConfig:
         nats_port: int | None = None,
         nats_monitor_port: int | None = None,
         timeout: float = 90.0,
+        secure: bool | None = None,
     ) -> StackConfig:
         """Merge explicit values > STACK_* env vars > the run dir's stack.json > defaults.
 
@@ -161,6 +183,7 @@ class StackConfig:
             if monitor is not None
             else saved.get("nats_monitor_port", 8222),
             timeout=timeout,
+            secure=bool(saved.get("secure", 0)) if secure is None else secure,
         )
 
 
@@ -343,6 +366,11 @@ def resolve_kafka_libs(cfg: StackConfig) -> Path:
 
 def _kafka_properties(cfg: StackConfig) -> str:
     data = cfg.component_dir("kafka") / "data"
+    if cfg.secure:
+        assert cfg.controller_port is not None
+        return secure_mod.kafka_properties(
+            cfg.material(), cfg.kafka_port, cfg.controller_port, data
+        )
     return f"""\
 process.roles=broker,controller
 node.id=1
@@ -371,16 +399,26 @@ def _kafka_command(cfg: StackConfig, libs: Path) -> list[str]:
     props = kdir / "server.properties"
     props.write_text(_kafka_properties(cfg))
     classpath = f"{libs}/*"
-    if not (kdir / "data" / "meta.properties").exists():
+    scram = cfg.material().scram_args() if cfg.secure else []
+    formatted = (kdir / "data" / "meta.properties").exists()
+    if formatted and cfg.secure != (kdir / "data" / ".secure").exists():
+        raise StackError(
+            f"{kdir / 'data'} was formatted {'without' if cfg.secure else 'with'} --secure; "
+            "run `down --purge` first",
+            EXIT_PRECONDITION,
+        )
+    if not formatted:
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         proc = subprocess.run(
             [java, "-cp", classpath, "kafka.tools.StorageTool", "format",
              # `=` form: a base64url id may start with '-' and parse as an option otherwise
-             f"--cluster-id={cluster_id}", "-c", str(props)],
+             f"--cluster-id={cluster_id}", "-c", str(props), *scram],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
             raise StackError(f"kafka storage format failed:\n{proc.stdout}{proc.stderr}")
+        if cfg.secure:
+            (kdir / "data" / ".secure").write_text("SCRAM users created at format time\n")
         log.info("kafka: formatted storage, cluster id %s", cluster_id)
     return [
         java, "-Xms256m", "-Xmx512m", f"-Dlog4j2.configurationFile={kdir / 'log4j2.yaml'}",
@@ -388,11 +426,13 @@ def _kafka_command(cfg: StackConfig, libs: Path) -> list[str]:
     ]  # fmt: skip
 
 
-async def _kafka_answers(bootstrap: str) -> bool:
+async def _kafka_answers(bootstrap: str, options: dict[str, Any] | None = None) -> bool:
     """A real metadata round trip: the broker is registered and serves metadata."""
     from aiokafka.admin import AIOKafkaAdminClient
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=bootstrap, request_timeout_ms=3000, **(options or {})
+    )
     try:
         await asyncio.wait_for(admin.start(), 5)
         cluster = await asyncio.wait_for(admin.describe_cluster(), 5)
@@ -414,7 +454,9 @@ def _kafka_ready(cfg: StackConfig) -> bool:
     try:
         # A worker thread gets its own event loop, so up() also works when called from async code.
         with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, _kafka_answers(cfg.kafka_bootstrap)).result()
+            options = cfg.material().kafka_client_options() if cfg.secure else None
+            answers = _kafka_answers(cfg.kafka_bootstrap, options)
+            return pool.submit(asyncio.run, answers).result()
     finally:
         aiokafka_log.setLevel(level)
 
@@ -425,8 +467,14 @@ def _kafka_ready(cfg: StackConfig) -> bool:
 def _nats_command(cfg: StackConfig) -> list[str]:
     ndir = cfg.component_dir("nats")
     (ndir / "store").mkdir(parents=True, exist_ok=True)
+    config: list[str] = []
+    if cfg.secure:
+        conf = ndir / "nats.conf"
+        conf.write_text(secure_mod.nats_config(cfg.material()))
+        os.chmod(conf, 0o600)
+        config = ["-c", str(conf)]
     return [
-        _nats_binary(), "-a", "127.0.0.1", "-p", str(cfg.nats_port), "-js",
+        _nats_binary(), *config, "-a", "127.0.0.1", "-p", str(cfg.nats_port), "-js",
         "-sd", str(ndir / "store"), "-m", str(cfg.nats_monitor_port),
     ]  # fmt: skip
 
@@ -450,7 +498,7 @@ _READY = {"kafka": _kafka_ready, "nats": _nats_ready}
 
 def _save_state(cfg: StackConfig) -> None:
     cfg.run_dir.mkdir(parents=True, exist_ok=True)
-    ports = {**cfg.ports("kafka"), **cfg.ports("nats")}
+    ports = {**cfg.ports("kafka"), **cfg.ports("nats"), "secure": int(cfg.secure)}
     tmp = cfg.state_file.with_suffix(".tmp")
     tmp.write_text(json.dumps(ports, indent=2) + "\n")
     tmp.replace(cfg.state_file)
@@ -539,6 +587,12 @@ def _start(cfg: StackConfig, components: list[str]) -> dict[str, str]:
     libs = resolve_kafka_libs(cfg) if "kafka" in to_start else None
     for component in to_start:
         cfg.component_dir(component).mkdir(parents=True, exist_ok=True)
+    if cfg.secure:
+        try:
+            material = cfg.material()
+        except secure_mod.SecureError as exc:
+            raise StackError(str(exc), EXIT_PRECONDITION) from None
+        secure_mod.write_client_env(material, cfg.kafka_bootstrap, cfg.nats_url)
     _save_state(cfg)
 
     spawned: dict[str, int] = {}
@@ -601,6 +655,7 @@ def down(cfg: StackConfig, purge: bool = False) -> dict[str, str]:
     if purge:
         for component in COMPONENTS:
             shutil.rmtree(cfg.component_dir(component), ignore_errors=True)
+        shutil.rmtree(cfg.secure_dir, ignore_errors=True)  # throwaway keys and passwords
         cfg.state_file.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             cfg.run_dir.rmdir()
@@ -635,6 +690,11 @@ def _parser() -> argparse.ArgumentParser:
         "--nats-monitor-port", type=int, help="env STACK_NATS_MONITOR_PORT, default 8222"
     )
     p.add_argument("--timeout", type=float, default=90.0, help="readiness timeout in s (90)")
+    p.add_argument(
+        "--secure",
+        action="store_true",
+        help="up: SASL_SSL Kafka (SCRAM-SHA-512) and TLS+user NATS with a throwaway CA",
+    )
     p.add_argument("--purge", action="store_true", help="down: also delete the data")
     p.add_argument("--json", action="store_true", help="status: print JSON")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -671,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         nats_port=args.nats_port,
         nats_monitor_port=args.nats_monitor_port,
         timeout=args.timeout,
+        secure=True if args.secure else None,
     )
     try:
         if args.command == "status":
@@ -700,6 +761,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{component}: {action} ({where})")
     if args.command == "up":
         print(f"up in {time.monotonic() - started:.1f}s")
+        if cfg.secure:
+            env_file = cfg.material().env_file
+            print(f"secured: client settings (with secrets, mode 0600) in {env_file}")
+            print(f"  use: set -a; . {env_file}; set +a")
     return 0
 
 

@@ -18,11 +18,13 @@ trap cleanup EXIT INT TERM
 
 "$PY" -m devstack.stack up
 if "$PY" -c "import devstack.simulator" 2>/dev/null; then
-    "$PY" -m devstack.simulator --port 8090 > .run/simulator.log 2>&1 &
+    "$PY" -m devstack.simulator --port 8090 --mt5-port 18812 > .run/simulator.log 2>&1 &
     SIM_PID=$!
     # the simulator accepts any token; real accounts read theirs from these variables
     export OANDA_TOKEN_IC_MARKETS=${OANDA_TOKEN_IC_MARKETS:-sim} \
-        OANDA_TOKEN_PEPPERSTONE=${OANDA_TOKEN_PEPPERSTONE:-sim} OANDA_TOKEN_FXCM=${OANDA_TOKEN_FXCM:-sim}
+        OANDA_TOKEN_PEPPERSTONE=${OANDA_TOKEN_PEPPERSTONE:-sim} OANDA_TOKEN_FXCM=${OANDA_TOKEN_FXCM:-sim} \
+        MT5_PASSWORD_IC_MARKETS=${MT5_PASSWORD_IC_MARKETS:-sim} \
+        MT5_PASSWORD_PEPPERSTONE=${MT5_PASSWORD_PEPPERSTONE:-sim} MT5_PASSWORD_FXCM=${MT5_PASSWORD_FXCM:-sim}
 fi
 echo "run-local: worker starting; health at http://127.0.0.1:6066/health"
 .venv/bin/faust -A app worker -l info &

@@ -101,4 +101,4 @@ def test_message_id_is_deterministic_and_distinct():
 @pytest.mark.parametrize("prefix", ["market.*", "a..b", "mar ket", ">", ""])
 def test_settings_reject_a_prefix_that_is_not_a_plain_subject(prefix: str):
     with pytest.raises(ConfigError, match=r"nats\.subject_prefix"):
-        load_settings(environ={"INGEST__NATS__SUBJECT_PREFIX": f"'{prefix}'"})
+        load_settings(environ={"INGEST__NATS__SUBJECT_PREFIX": f'"{prefix}"'})  # JSON string

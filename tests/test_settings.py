@@ -17,7 +17,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_shipped_config_is_valid() -> None:
     settings = load_settings(DEFAULT_CONFIG, environ={})
     assert settings.kafka.partitions == 8
-    assert [b.priority for b in settings.brokers.values()] == [1, 2, 3]
+    assert [b.priority for b in settings.brokers.values()] == [1, 2, 3, 4, 5, 6]
+    assert [b.kind for b in settings.brokers.values()] == ["oanda_v20"] * 3 + ["mt5"] * 3
 
 
 def test_broken_yaml_is_reported_with_the_file(tmp_path: Path) -> None:

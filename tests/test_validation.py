@@ -170,7 +170,7 @@ def test_unknown_instrument_has_no_limits():
 def test_missing_default_limit_is_an_error():
     settings = Settings.model_validate(
         {
-            "instruments": {"EURUSD": {"asset_class": "fx_major", "pip": "0.0001"}},
+            "instruments": {"EURUSD": {"asset_class": "fx_major", "pip": "0.0001", "decimals": 5}},
             "validation": {"defaults": {"max_spread_pips": 5}},
         }
     )

@@ -12,6 +12,7 @@ import logging
 from google.protobuf.message import DecodeError
 
 from app.core.errors import ParseError
+from app.core.reasons import INTERNAL_ERROR, MALFORMED_BATCH, STAGE_CONTEXT, UNENCODABLE
 from app.ops.metrics import CONTEXT_OUT
 from app.pipeline.faust_app import app
 from app.pipeline.topics import market_context_stream, market_data_rejects, raw_external_data
@@ -44,10 +45,10 @@ async def normalise_context(stream):  # type: ignore[no-untyped-def]
         lineage = (where.topic, where.partition, where.offset)
         try:
             batch = codec.decode_raw_batch(event.value)
-        except DecodeError as exc:
+        except (DecodeError, RecursionError, ValueError) as exc:
             record = codec.RawRecord(payload=event.value or b"")
             rejection = codec.encode_rejection(
-                ["malformed_batch"], str(exc), record, "context", *lineage
+                [MALFORMED_BATCH], str(exc), record, STAGE_CONTEXT, *lineage
             )
             await market_data_rejects.send(key=raw_key, value=rejection)
             continue
@@ -56,24 +57,37 @@ async def normalise_context(stream):  # type: ignore[no-untyped-def]
                 observations = observations_from_record(record, raw_key.decode(errors="replace"))
             except ParseError as exc:
                 rejection = codec.encode_rejection(
-                    [exc.reason], exc.detail, record, "context", *lineage, index=index
+                    [exc.reason], exc.detail, record, STAGE_CONTEXT, *lineage, index=index
                 )
                 await market_data_rejects.send(key=raw_key, value=rejection)
                 continue
             except Exception as exc:  # a parser bug must not stop the stream: record it
                 log.exception("internal error on %s record %d", raw_key, index)
                 rejection = codec.encode_rejection(
-                    ["internal_error"], repr(exc)[:500], record, "context", *lineage, index=index
+                    [INTERNAL_ERROR], repr(exc)[:500], record, STAGE_CONTEXT, *lineage, index=index
                 )
                 await market_data_rejects.send(key=raw_key, value=rejection)
                 continue
             for obs in observations:
-                fingerprint = obs.fingerprint()
+                try:
+                    fingerprint = obs.fingerprint()
+                    value = encode_observation(obs, record.receive_time_ns)
+                except Exception as exc:  # e.g. a time outside int64: rejected, not acked away
+                    log.warning("unencodable observation %s of %s: %r", obs.key, raw_key, exc)
+                    rejection = codec.encode_rejection(
+                        [UNENCODABLE],
+                        f"{obs.key}: {type(exc).__name__}: {exc}"[:500],
+                        record,
+                        STAGE_CONTEXT,
+                        *lineage,
+                        index=index,
+                    )
+                    await market_data_rejects.send(key=raw_key, value=rejection)
+                    continue
                 if last_context.get(obs.key) == fingerprint:
                     continue
                 # Acknowledged before remembered: a crash in between repeats a value, never
                 # loses one (context data is slow, so waiting for each ack costs nothing).
-                value = encode_observation(obs, record.receive_time_ns)
                 delivered = await market_context_stream.send(key=obs.key.encode(), value=value)
                 await delivered
                 CONTEXT_OUT.labels(obs.provider).inc()

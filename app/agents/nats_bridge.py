@@ -8,6 +8,13 @@ still waiting for NATS holds back the commit of everything after it. A crash the
 re-sends at most what was in flight, and the Nats-Msg-Id (a digest of the bytes, see
 app.sinks.nats.subjects.message_id) makes JetStream drop those copies - also the copies that
 the processing agents re-produce at new offsets after a crash of their own.
+
+JetStream drops copies only within its duplicate window, so the bridge does not rely on
+it for its own re-sends: after each ack it stores the end of the contiguous acked prefix
+per input partition (table nats-bridge-published), and skips offsets at or below it when
+it reads a partition again, however long it was down. What that cannot catch: a crash
+between the NATS ack and that table write reaching Kafka (milliseconds), and copies of
+the same bytes at new offsets - those two still rely on the window (docs/downstream.md).
 """
 
 from __future__ import annotations
@@ -19,11 +26,14 @@ from typing import Any
 
 from faust.types import EventT, StreamT
 
+from app.compat.faust_kafka import in_event
+from app.core.redact import redact_url
 from app.ops.runtime import health
 from app.pipeline.faust_app import app, settings
 from app.pipeline.topics import market_candles, market_context_stream, market_data_stream
 from app.sinks.nats.last_value import LastValueWriter
 from app.sinks.nats.publisher import NatsPublisher
+from app.sinks.nats.resume import AckedPrefix
 from app.sinks.nats.subjects import (
     WireFormatError,
     candle_message_id,
@@ -34,6 +44,7 @@ from app.sinks.nats.subjects import (
     message_id,
     subject_token,
 )
+from app.tables.bridge import bridge_published
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +66,7 @@ class BridgeProgress:
         self.consumed_total = 0
         self.acked_total = 0
         self.undecodable = 0
+        self.skipped_published = 0  # re-read offsets already on NATS (not sent again)
 
     def on_consumed(self, tp: str, offset: int) -> None:
         self.consumed[tp] = offset
@@ -71,6 +83,7 @@ class BridgeProgress:
             "consumed": self.consumed_total,
             "acked": self.acked_total,
             "undecodable": self.undecodable,
+            "skipped_published": self.skipped_published,
             "offsets": {
                 tp: {"consumed": off, "acked": self.acked.get(tp, -1)}
                 for tp, off in sorted(self.consumed.items())
@@ -79,12 +92,25 @@ class BridgeProgress:
 
 
 progress = BridgeProgress()
+acked_prefix: AckedPrefix[EventT] = AckedPrefix()
+
+
+def published_offset(event: EventT, tp: str) -> int:
+    """The last offset of `tp` stored as acked by NATS (-1: none)."""
+    with in_event(event):  # RocksDB reads come from the current event's partition
+        stored = bridge_published.get(tp.encode())
+    return int(stored) if stored else -1
 
 
 def _ack_callback(event: EventT, tp: str, offset: int) -> Callable[[], None]:
     def acked() -> None:
         event.ack()
         progress.on_acked(tp, offset)
+        moved = acked_prefix.acked(tp, offset)
+        if moved is not None:
+            done, done_event = moved
+            with in_event(done_event):  # the changelog partition of the bridged message
+                bridge_published[tp.encode()] = str(done).encode()
 
     return acked
 
@@ -109,6 +135,13 @@ async def _bridge(
     async for event in stream.noack().events():
         message = event.message
         payload: bytes = event.value
+        tp = f"{message.topic}/{message.partition}"
+        if message.offset <= published_offset(event, tp):
+            progress.on_consumed(tp, message.offset)
+            progress.skipped_published += 1
+            progress.on_acked(tp, message.offset)
+            event.ack()
+            continue
         try:
             subject = subject_of(prefix, payload)
         except WireFormatError as exc:
@@ -123,8 +156,8 @@ async def _bridge(
                 exc,
                 subject,
             )
-        tp = f"{message.topic}/{message.partition}"
         progress.on_consumed(tp, message.offset)
+        acked_prefix.submitted(tp, message.offset, event)
         last = last_value_key(subject, prefix) if last_values.enabled else None
         await publisher.submit(
             subject,
@@ -163,7 +196,9 @@ def _health_check() -> str | None:
     if not publisher.ever_connected:
         if time.monotonic() - health.started < CONNECT_GRACE_S:
             return None
-        return f"not connected to NATS at {settings.nats.url} since start-up"
+        error = publisher.refusal or publisher.last_error
+        reason = f": {error}" if error else ""
+        return f"not connected to NATS at {redact_url(settings.nats.url)} since start-up{reason}"
     return f"NATS {publisher.connection_state}, {publisher.in_flight} publishes waiting"
 
 

@@ -45,8 +45,14 @@ from app.pipeline.topics import (
     raw_historical_ticks,
 )
 from app.sources.brokers.registry import payload_parsers
+from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
 from app.tables.candles import candle_history, history_key
-from app.tables.ticks import historical_state, partition_state, symbol_state
+from app.tables.ticks import (
+    historical_partition_state,
+    historical_state,
+    partition_state,
+    symbol_state,
+)
 from app.tables.values import CandleHistoryValue, PartitionClocks, SymbolStateValue, decode, encode
 from app.wire import codec
 
@@ -131,6 +137,7 @@ class TickGroup:
         self.live = live
         self.in_flight = in_flight
         self.state_table = symbol_state if live else historical_state
+        self.partition_table = partition_state if live else historical_partition_state
         self.loaded: dict[bytes, _Loaded] = {}
         self.partitions: dict[bytes, _Partition] = {}
         self.outputs: list[tuple[faust.TopicT, bytes, bytes]] = []
@@ -149,7 +156,7 @@ class TickGroup:
                 clocks = held.clocks
             else:
                 with in_event(event):
-                    clocks = decode(PartitionClocks, partition_state.get(guard)).clocks
+                    clocks = decode(PartitionClocks, self.partition_table.get(guard)).clocks
             part = self.partitions[guard] = _Partition(clocks)
         return part
 
@@ -336,7 +343,9 @@ class TickGroup:
         for guard, part in self.partitions.items():
             if part.event is not None:
                 value = encode(PartitionClocks(part.clocks))
-                self.writes.append(StateWrite(partition_state, guard, value, part.event, rank=1))
+                self.writes.append(
+                    StateWrite(self.partition_table, guard, value, part.event, rank=1)
+                )
         self.in_flight.hold(self)
 
     def released(self) -> None:
@@ -351,7 +360,7 @@ def write_in_event(write: StateWrite) -> None:
 
 def processing_agent(topic: faust.TopicT, live: bool, name: str) -> Any:
     """The agent of one raw topic: its events through TickGroups and the delivery engine."""
-    processor = TickProcessor(settings, payload_parsers())
+    processor = TickProcessor(settings, payload_parsers(), (DUKASCOPY,))
 
     async def agent(stream: Any) -> None:
         in_flight = InFlight()

@@ -20,6 +20,7 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import argument, option
+from google.protobuf.message import DecodeError
 
 from app.core.candle_feed import candle_flush_batch
 from app.core.errors import ParseError
@@ -28,8 +29,16 @@ from app.core.processor import tick_of_record
 from app.core.reference import ReferenceComparison, compare_to_reference
 from app.ops.reference_results import write_result
 from app.pipeline.faust_app import app, settings
-from app.pipeline.topics import RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, raw_historical_ticks
+from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options
+from app.pipeline.topics import (
+    MARKET_DATA_REJECTS,
+    RAW_BROKER_TICKS,
+    RAW_HISTORICAL_TICKS,
+    market_data_rejects,
+    raw_historical_ticks,
+)
 from app.sources.brokers.registry import payload_parsers
+from app.sources.contract import Backoff
 from app.sources.dukascopy.bi5 import (
     SOURCE,
     DirectoryHours,
@@ -41,6 +50,7 @@ from app.sources.dukascopy.bi5 import (
     load_reference_ticks,
     point_factor,
 )
+from app.sources.supervisor import run_with_restarts
 from app.wire import codec
 
 EXIT_PROBLEMS = 1
@@ -79,6 +89,29 @@ def hour_source(source_dir: str | None, base_url: str | None) -> HourSource:
     )
 
 
+async def import_supervised(
+    importer: DukascopyImporter, symbol: str, first: datetime, last: datetime
+) -> ImportSummary:
+    """One symbol's import, resumed from its checkpoint after an unexpected crash (capped,
+    jittered backoff, `historical.retries` times); then reported as an error, and the
+    next symbol is imported."""
+    cfg = settings.historical
+    backoff = Backoff(max(cfg.backoff_s, 0.1), 30.0)
+    try:
+        return await run_with_restarts(
+            f"dukascopy:{symbol}",
+            "dukascopy",
+            lambda: importer.run(symbol, first, last),
+            backoff,
+            attempts=cfg.retries + 1,
+        )
+    except Exception as exc:
+        summary = ImportSummary(symbol)
+        summary.errors += 1
+        summary.problems.append(f"{symbol}: import stopped: {type(exc).__name__}: {exc}")
+        return summary
+
+
 def _check_symbols(symbols: tuple[str, ...]) -> list[str]:
     names = [s.upper() for s in symbols]
     try:
@@ -97,6 +130,7 @@ def _check_symbols(symbols: tuple[str, ...]) -> list[str]:
     option("--source-dir", default=None, help="local tree laid out like the datafeed URLs"),
     option("--base-url", default=None, help="datafeed URL (default: historical.base_url)"),
 )
+@exits_on_kafka_failure
 async def import_dukascopy(
     self: object,
     symbols: tuple[str, ...],
@@ -110,8 +144,10 @@ async def import_dukascopy(
     first, last = parse_when(start), parse_when(end)
     hours = hour_source(source_dir, base_url)
     await raw_historical_ticks.maybe_declare()
+    await market_data_rejects.maybe_declare()
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_options(),
         acks="all",
         enable_idempotence=True,  # broker drops the producer's own retried duplicates
         linger_ms=max(settings.kafka.producer_linger_ms, 5),
@@ -121,17 +157,21 @@ async def import_dukascopy(
     async def send(key: bytes, value: bytes) -> Awaitable[object]:
         return await producer.send(RAW_HISTORICAL_TICKS, value=value, key=key)
 
+    async def reject(key: bytes, value: bytes) -> Awaitable[object]:
+        return await producer.send(MARKET_DATA_REJECTS, value=value, key=key)
+
     importer = DukascopyImporter(
         hours,
         send,
         _dir(settings.historical.checkpoint_dir, "checkpoints"),
         batch_ticks=settings.historical.batch_ticks,
         prefetch=settings.historical.concurrency,
+        reject=reject,
     )
     summaries: list[ImportSummary] = []
     try:
         for name in names:
-            summary = await importer.run(name, first, last)
+            summary = await import_supervised(importer, name, first, last)
             summaries.append(summary)
             if not summary.errors:
                 # every hour is in: let the last candles of the range leave (docs/candles.md)
@@ -163,7 +203,7 @@ async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
     Asked of the admin client: a consumer without a subscription has no metadata for
     the topic (aiokafka 0.14 `consumer.topics()` does not fill `partitions_for_topic`).
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         (described,) = await admin.describe_topics([topic])
@@ -188,7 +228,10 @@ async def read_live_ticks(
     if not partitions:
         return ticks
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
+        bootstrap_servers=bootstrap,
+        **kafka_options(),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     await consumer.start()
     key = symbol.encode()
@@ -213,7 +256,11 @@ async def read_live_ticks(
                         break
                     if message.key != key:
                         continue
-                    for record in codec.decode_raw_batch(message.value).records:
+                    try:
+                        records = codec.decode_raw_batch(message.value).records
+                    except (DecodeError, RecursionError, ValueError):
+                        continue  # not a RawBatch: the worker rejects it, the check skips it
+                    for record in records:
                         tick = _live_tick(record)
                         if tick is not None and start_ns <= tick.event_time_ns < end_ns:
                             ticks.append(tick)
@@ -233,6 +280,7 @@ async def read_live_ticks(
     option("--base-url", default=None, help="datafeed URL (default: historical.base_url)"),
     option("--topic", default=RAW_BROKER_TICKS, help="topic with the live broker ticks"),
 )
+@exits_on_kafka_failure
 async def reference_check(
     self: object,
     symbol: str,

@@ -10,9 +10,33 @@ from faust.cli import AppCommand, option
 
 from app.cli import replay_offsets
 from app.pipeline.faust_app import app, settings
+from app.pipeline.kafka_clients import exits_on_kafka_failure
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_EXTERNAL_DATA, RAW_HISTORICAL_TICKS
+from app.tables.context import last_context
+from app.tables.ticks import (
+    historical_partition_state,
+    historical_state,
+    partition_state,
+    symbol_state,
+)
 
 RAW_TOPICS = (RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, RAW_EXTERNAL_DATA)
+# Each table is derived from exactly one raw topic; a replay of the topic clears them.
+DERIVED_TABLES = {
+    RAW_BROKER_TICKS: (symbol_state, partition_state),
+    RAW_HISTORICAL_TICKS: (historical_state, historical_partition_state),
+    RAW_EXTERNAL_DATA: (last_context,),
+}
+
+
+def derived_state() -> dict[str, replay_offsets.DerivedState]:
+    """raw topic -> the changelog topics and local table names a replay of it clears."""
+    return {
+        topic: replay_offsets.DerivedState(
+            [t.changelog_topic.get_topic_name() for t in tables], [t.name for t in tables]
+        )
+        for topic, tables in DERIVED_TABLES.items()
+    }
 
 
 def _parse_when(text: str) -> datetime:
@@ -33,6 +57,7 @@ def _parse_when(text: str) -> datetime:
         help="Keep table state (the replayed ticks will then mostly be rejected as duplicates).",
     ),
 )
+@exits_on_kafka_failure
 async def replay(
     self: AppCommand,
     to_earliest: bool,
@@ -44,25 +69,26 @@ async def replay(
     if to_earliest == (to_datetime is not None):
         raise click.UsageError("give exactly one of --to-earliest or --to-datetime")
     when = None if to_earliest else _parse_when(to_datetime or "")
-    changelogs = (
-        [] if keep_tables else [t.changelog_topic.get_topic_name() for t in app.tables.values()]
-    )
     try:
-        plan = await replay_offsets.replay(
+        plans = await replay_offsets.replay(
             settings.kafka.bootstrap_servers,
             app.conf.id,
             topics or RAW_TOPICS,
             when,
-            changelog_topics=changelogs,
+            derived_state(),
+            app.conf.datadir,
             table_dir=None if keep_tables else app.conf.tabledir,
         )
     except replay_offsets.ReplayRefused as exc:
         sys.stderr.write(f"replay refused: {exc}\n")
         raise SystemExit(1) from None
-    for tp, offset in sorted(plan.offsets.items()):
-        self.say(f"{plan.group} {tp.topic}[{tp.partition}] -> offset {offset}")
-    for topic in plan.deleted_topics:
-        self.say(f"deleted changelog {topic}")
-    for path in plan.deleted_dirs:
-        self.say(f"deleted local table state {path}")
+    for plan in plans:
+        if plan.resumed:
+            self.say(f"finished the interrupted replay of {', '.join(plan.topics)}")
+        for tp, offset in sorted(plan.offsets.items()):
+            self.say(f"{plan.group} {tp.topic}[{tp.partition}] -> offset {offset}")
+        for topic in plan.deleted_topics:
+            self.say(f"deleted changelog {topic}")
+        for path in plan.deleted_files:
+            self.say(f"deleted local table state {path}")
     self.say("replay ready: start the workers")

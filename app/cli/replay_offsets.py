@@ -1,17 +1,38 @@
-"""Replay by resetting consumer-group offsets on the raw topics.
+"""Replay by resetting consumer-group offsets on raw topics, clearing only derived state.
 
 A replay re-reads raw input; to give the same output bytes as the first run, the tables
-must start from the same state, so by default the tables' changelog topics and this
-worker's local RocksDB files are deleted as well (they are rebuilt by the replay itself).
-The reset is refused while any member of the group is running: Kafka would reject the
-offset commit, and a live worker would keep its in-memory table state.
+DERIVED FROM THAT INPUT must start from the same (empty) state, so their changelog topics
+and this host's local RocksDB files are deleted as well (the replay rebuilds them). State
+derived from other raw topics is kept: `replay --topic raw.broker.ticks` keeps the
+historical and context tables. Each table belongs to exactly one raw topic (the caller's
+`derived` map); that is why partition clocks are one table per input topic.
+
+The steps are idempotent and recorded first, so a crash anywhere leaves a state that the
+next `replay` run repairs:
+
+1. refuse while the group has members;
+2. write the plan (offsets, changelogs, table files) to a marker file in the data dir;
+   from now on a worker of this data dir refuses to start (`check_no_pending_replay`);
+3. commit the offsets - Kafka itself rejects a commit from outside the group while the
+   group has members, so a worker that joined after step 1 makes the replay fail here,
+   before any state is deleted (the old check-then-delete-then-commit race);
+4. delete the changelog topics and wait until they are gone;
+5. delete the local table files;
+6. remove the marker.
+
+A run that finds a marker finishes THAT plan first (same offsets, same tables), then does
+what it was asked unless that is the same replay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import re
 import shutil
-from collections.abc import Sequence
+import signal
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +42,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import OffsetAndMetadata
 
 from app.core.errors import IngestError
+from app.pipeline.kafka_clients import kafka_options
+
+MARKER_NAME = "replay-pending.json"
+STEPS = ("planned", "offsets", "changelogs", "local")
+# Fault injection for tests: SIGKILL this process right after the named step.
+KILL_AFTER_ENV = "INGEST_TEST_REPLAY_KILL_AFTER"
 
 
 class ReplayRefused(IngestError):
@@ -28,11 +55,89 @@ class ReplayRefused(IngestError):
 
 
 @dataclass
+class DerivedState:
+    """What a replay of one raw topic must clear: changelog topics and local table names."""
+
+    changelogs: list[str]
+    tables: list[str]
+
+
+@dataclass
 class ReplayPlan:
     group: str
+    topics: list[str]
+    at: str | None  # ISO time, None = earliest
     offsets: dict[TopicPartition, int]
+    changelogs: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)
+    table_dir: str | None = None
+    resumed: bool = False
     deleted_topics: list[str] = field(default_factory=list)
-    deleted_dirs: list[Path] = field(default_factory=list)
+    deleted_files: list[Path] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        offsets = [[tp.topic, tp.partition, off] for tp, off in sorted(self.offsets.items())]
+        return json.dumps(
+            {
+                "group": self.group,
+                "topics": self.topics,
+                "at": self.at,
+                "offsets": offsets,
+                "changelogs": self.changelogs,
+                "tables": self.tables,
+                "table_dir": self.table_dir,
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> ReplayPlan:
+        data = json.loads(text)
+        return cls(
+            data["group"],
+            data["topics"],
+            data["at"],
+            {TopicPartition(t, p): off for t, p, off in data["offsets"]},
+            data["changelogs"],
+            data["tables"],
+            data["table_dir"],
+            resumed=True,
+        )
+
+
+def marker_path(data_dir: Path) -> Path:
+    return Path(data_dir) / MARKER_NAME
+
+
+def check_no_pending_replay(data_dir: Path) -> None:
+    """A worker must not start on half-cleared state: refuse while a replay is unfinished."""
+    marker = marker_path(data_dir)
+    if marker.exists():
+        raise ReplayRefused(
+            f"an interrupted replay is recorded in {marker}: run `replay` again "
+            "(it finishes the recorded plan) before starting a worker"
+        )
+
+
+def _write_marker(path: Path, plan: ReplayPlan) -> None:
+    """Atomically (rename) and durably: the marker is what makes a crash repairable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as out:
+        out.write(plan.to_json())
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _step_done(step: str) -> None:
+    if os.environ.get(KILL_AFTER_ENV) == step:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 async def active_members(admin: AIOKafkaAdminClient, group: str) -> list[str]:
@@ -59,7 +164,9 @@ async def target_offsets(
     bootstrap: str, tps: Sequence[TopicPartition], at: datetime | None
 ) -> dict[TopicPartition, int]:
     """Earliest offsets, or the first offset at/after `at` (end of partition if none)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, **kafka_options(), enable_auto_commit=False
+    )
     await consumer.start()
     try:
         if at is None:
@@ -72,14 +179,24 @@ async def target_offsets(
 
 
 async def commit_offsets(bootstrap: str, group: str, offsets: dict[TopicPartition, int]) -> None:
-    """Commit offsets for an idle group with a consumer that never joins it."""
+    """Commit offsets for an idle group with a consumer that never joins it.
+
+    Kafka accepts such a commit (generation -1) only while the group is Empty: with a
+    member joined, it fails, which is what makes the earlier member check race-free.
+    """
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+        bootstrap_servers=bootstrap, **kafka_options(), group_id=group, enable_auto_commit=False
     )
     await consumer.start()
     try:
         consumer.assign(list(offsets))
-        await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(off, "") for tp, off in offsets.items()})
+        except Exception as exc:  # aiokafka's CommitFailedError, UnknownMemberIdError ...
+            raise ReplayRefused(
+                f"offset commit refused ({exc!r}): a worker of {group!r} is running? "
+                "stop every worker and run replay again"
+            ) from exc
     finally:
         await consumer.stop()
 
@@ -93,38 +210,93 @@ async def _wait_deleted(admin: AIOKafkaAdminClient, topics: Sequence[str]) -> No
     raise ReplayRefused(f"topics still exist after deletion: {sorted(topics)}")
 
 
-async def replay(
-    bootstrap: str,
-    group: str,
-    topics: Sequence[str],
-    at: datetime | None,
-    changelog_topics: Sequence[str] = (),
-    table_dir: Path | None = None,
-) -> ReplayPlan:
-    """Reset `group` on `topics` (and clear table state); refuse while workers run."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+def table_files(table_dir: Path, tables: Sequence[str]) -> list[Path]:
+    """`<table>-<partition>.db` and `<table>-backups` of exactly these tables (no prefix match:
+    `partition-state` must not take `historical-partition-state` with it)."""
+    if not table_dir.exists():
+        return []
+    names = "|".join(re.escape(t) for t in tables)
+    pattern = re.compile(rf"^(?:{names})-(?:\d+\.db|backups)$")
+    return sorted(p for p in table_dir.iterdir() if pattern.match(p.name))
+
+
+async def _execute(bootstrap: str, plan: ReplayPlan, marker: Path) -> None:
+    """Steps 3-6 of the module doc; each is a no-op when already done."""
+    await commit_offsets(bootstrap, plan.group, plan.offsets)
+    _step_done("offsets")
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
-        members = await active_members(admin, group)
-        if members:
-            raise ReplayRefused(
-                f"consumer group {group!r} has {len(members)} running member(s) "
-                f"({', '.join(sorted(members))}): stop every worker first"
-            )
-        tps = await partitions(admin, topics)
-        missing = set(topics) - {tp.topic for tp in tps}
-        if missing:
-            raise ReplayRefused(f"no such topic(s): {', '.join(sorted(missing))}")
-        plan = ReplayPlan(group, await target_offsets(bootstrap, tps, at))
         existing = set(await admin.list_topics())
-        plan.deleted_topics = [t for t in changelog_topics if t in existing]
+        plan.deleted_topics = [t for t in plan.changelogs if t in existing]
         if plan.deleted_topics:
             await admin.delete_topics(plan.deleted_topics)
             await _wait_deleted(admin, plan.deleted_topics)
     finally:
         await admin.close()
-    await commit_offsets(bootstrap, group, plan.offsets)
-    if table_dir is not None and table_dir.exists():
-        shutil.rmtree(table_dir)
-        plan.deleted_dirs.append(table_dir)
-    return plan
+    _step_done("changelogs")
+    if plan.table_dir is not None:
+        for path in table_files(Path(plan.table_dir), plan.tables):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+            plan.deleted_files.append(path)
+    _step_done("local")
+    marker.unlink()
+
+
+async def _refuse_if_running(bootstrap: str, group: str) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
+    await admin.start()
+    try:
+        members = await active_members(admin, group)
+    finally:
+        await admin.close()
+    if members:
+        raise ReplayRefused(
+            f"consumer group {group!r} has {len(members)} running member(s) "
+            f"({', '.join(sorted(members))}): stop every worker first"
+        )
+
+
+async def replay(
+    bootstrap: str,
+    group: str,
+    topics: Sequence[str],
+    at: datetime | None,
+    derived: Mapping[str, DerivedState],
+    data_dir: Path,
+    table_dir: Path | None,
+) -> list[ReplayPlan]:
+    """Reset `group` on `topics` and clear the state derived from them; refuse while
+    workers run. `table_dir=None` keeps all table state. Returns the plans executed: an
+    interrupted one found in `data_dir` first, then this one (unless it is the same)."""
+    marker = marker_path(data_dir)
+    await _refuse_if_running(bootstrap, group)
+    done: list[ReplayPlan] = []
+    request = (group, sorted(topics), at.isoformat() if at else None)
+    if marker.exists():
+        pending = ReplayPlan.from_json(marker.read_text())
+        await _execute(bootstrap, pending, marker)
+        done.append(pending)
+        if (pending.group, sorted(pending.topics), pending.at) == request:
+            return done
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
+    await admin.start()
+    try:
+        tps = await partitions(admin, topics)
+    finally:
+        await admin.close()
+    missing = set(topics) - {tp.topic for tp in tps}
+    if missing:
+        raise ReplayRefused(f"no such topic(s): {', '.join(sorted(missing))}")
+    plan = ReplayPlan(group, sorted(topics), request[2], await target_offsets(bootstrap, tps, at))
+    if table_dir is not None:
+        plan.table_dir = str(table_dir)
+        for topic in plan.topics:
+            state = derived.get(topic, DerivedState([], []))
+            plan.changelogs += state.changelogs
+            plan.tables += state.tables
+    _write_marker(marker, plan)
+    _step_done("planned")
+    await _execute(bootstrap, plan, marker)
+    done.append(plan)
+    return done

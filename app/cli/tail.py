@@ -16,6 +16,7 @@ from google.protobuf.json_format import MessageToDict
 
 from app.core.models import format_price
 from app.pipeline.faust_app import app, settings
+from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options
 from app.pipeline.topics import (
     MARKET_CONTEXT_STREAM,
     MARKET_DATA_REJECTS,
@@ -107,6 +108,7 @@ def matches_symbol(key: bytes | None, symbol: str | None) -> bool:
     option("--max", "max_lines", type=int, default=0, help="Stop after this many lines."),
     option("--timeout", type=float, default=0.0, help="Stop after this many idle seconds."),
 )
+@exits_on_kafka_failure
 async def tail(
     self: AppCommand,
     topic: str,
@@ -122,6 +124,7 @@ async def tail(
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka.bootstrap_servers,
+        **kafka_options(),
         enable_auto_commit=False,
         auto_offset_reset="earliest" if from_beginning else "latest",
     )

@@ -16,7 +16,7 @@ the worker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from app.core.best_price import choose_best
@@ -31,6 +31,7 @@ from app.core.reasons import (
     SYMBOL_KEY_MISMATCH,
     UNKNOWN_FORMAT,
     UNKNOWN_INSTRUMENT,
+    UNKNOWN_SOURCE,
 )
 from app.core.state import BestChoice, BrokerStats, Quote
 from app.core.validation import Limits, LimitsBook, validate_tick
@@ -135,7 +136,12 @@ def describe(tick: Tick, reasons: list[str], last: Quote | None, limits: Limits)
 class TickProcessor:
     """Config resolved once (limits per symbol, priorities, ages), then pure batch steps."""
 
-    def __init__(self, settings: Settings, parsers: Mapping[str, PayloadParser]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        parsers: Mapping[str, PayloadParser],
+        importers: Iterable[str],
+    ) -> None:
         self.parsers = parsers
         self.limits = LimitsBook(settings)
         self.priorities = {name: b.priority for name, b in settings.brokers.items()}
@@ -148,6 +154,8 @@ class TickProcessor:
             if inst.asset_class in settings.market_hours.asset_classes
             or inst.asset_class in settings.market_hours.calendars
         }
+        # Approved brokers only: a tick from any other source never reaches best price.
+        self.approved_sources = frozenset({*settings.brokers, *settings.collectors, *importers})
 
     def process(
         self,
@@ -180,7 +188,10 @@ class TickProcessor:
                 tick = tick_of_record(record, self.parsers, topic, partition, offset, index)
                 source = tick.source
                 by_source[source] = by_source.get(source, 0) + 1
-                if tick.symbol != symbol:
+                if source not in self.approved_sources:
+                    reasons = [UNKNOWN_SOURCE]
+                    detail = f"source {source!r:.40} is not a configured broker or importer"
+                elif tick.symbol != symbol:
                     reasons = [SYMBOL_KEY_MISMATCH]
                     detail = f"tick symbol {tick.symbol!r:.40} in a message keyed {symbol!r}"
                 elif limits is None:
@@ -257,8 +268,8 @@ class TickProcessor:
         state.best = best
         return result
 
-    @staticmethod
     def _reject(
+        self,
         result: BatchResult,
         state: SymbolState,
         record: codec.RawRecord,
@@ -273,5 +284,5 @@ class TickProcessor:
         for reason in reasons:
             counts[reason] = counts.get(reason, 0) + 1
         source = record.tick.source or record.source
-        if live and source:
+        if live and source in self.approved_sources:  # no state keyed by unknown names
             state.quality[source] = update_rejected(state.quality.get(source))

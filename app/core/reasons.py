@@ -18,7 +18,11 @@ MALFORMED_BATCH = "malformed_batch"
 UNKNOWN_FORMAT = "unknown_format"
 NOT_A_TICK = "not_a_tick"
 SYMBOL_KEY_MISMATCH = "symbol_key_mismatch"
+UNKNOWN_SOURCE = "unknown_source"  # not a configured broker, collector or importer
 INTERNAL_ERROR = "internal_error"
+
+# Context stage.
+UNENCODABLE = "unencodable"  # an observation that cannot become a MarketContext
 
 # Validate stage, in the order the rules are checked.
 NON_POSITIVE_PRICE = "non_positive_price"

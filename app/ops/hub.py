@@ -16,7 +16,9 @@ import aiohttp
 import mode
 
 from app import __version__
+from app.core.redact import redact_url
 from app.settings import Settings
+from app.sources.contract import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,7 @@ class HubRegistration(mode.Service):
         super().__init__(**kwargs)
         self.settings = settings
         self.url = (settings.hub.url or "").rstrip("/")
+        self.shown_url = redact_url(self.url)  # logs and /health: no userinfo
         self.payload = registration(settings, settings.nats.subject_prefix)
         self.registered = False
         self.last_error: str | None = None
@@ -51,7 +54,7 @@ class HubRegistration(mode.Service):
 
     def status(self) -> dict[str, Any]:
         return {
-            "url": self.url,
+            "url": self.shown_url,
             "registered": self.registered,
             "last_success_age_s": None
             if self.last_success is None
@@ -73,22 +76,25 @@ class HubRegistration(mode.Service):
                     )
         except (aiohttp.ClientError, TimeoutError) as exc:
             self.registered = False
-            self.last_error = f"register failed: {exc}"
-            log.warning("central hub %s: %s", self.url, self.last_error)
+            # aiohttp's error text carries the request URL, userinfo included
+            error = str(exc).replace(self.url, self.shown_url or "")
+            self.last_error = f"register failed: {error}"
+            log.warning("central hub %s: %s", self.shown_url, self.last_error)
             return False
         if not self.registered:
-            log.info("registered with central hub %s", self.url)
+            log.info("registered with central hub %s", self.shown_url)
         self.registered, self.last_error, self.last_success = True, None, time.monotonic()
         return True
 
     @mode.Service.task
     async def _keep_registered(self) -> None:
-        backoff = 1.0
+        interval = self.settings.hub.reregister_interval_s
+        backoff = Backoff(min(1.0, interval), interval)
         while not self.should_stop:
             ok = await self.register()
-            delay = self.settings.hub.reregister_interval_s if ok else backoff
-            backoff = 1.0 if ok else min(backoff * 2, self.settings.hub.reregister_interval_s)
-            await self.sleep(delay)
+            if ok:
+                backoff.reset()
+            await self.sleep(interval if ok else backoff.next_delay())
 
     async def on_stop(self) -> None:
         if self._session is None:
@@ -97,7 +103,13 @@ class HubRegistration(mode.Service):
             try:
                 url = f"{self.url}/services/{self.payload['name']}"
                 async with self._session.delete(url) as resp:
-                    log.info("deregistered from central hub %s (HTTP %s)", self.url, resp.status)
+                    log.info(
+                        "deregistered from central hub %s (HTTP %s)", self.shown_url, resp.status
+                    )
             except (aiohttp.ClientError, TimeoutError, asyncio.CancelledError) as exc:
-                log.warning("central hub %s: deregister failed: %s", self.url, exc)
+                log.warning(
+                    "central hub %s: deregister failed: %s",
+                    self.shown_url,
+                    str(exc).replace(self.url, self.shown_url or ""),
+                )
         await self._session.close()

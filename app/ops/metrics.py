@@ -31,6 +31,11 @@ REJECTS = Counter(
 CONTEXT_OUT = Counter(
     "ingest_context_out_total", "Observations written to market-context-stream.", ["provider"]
 )
+SOURCE_RESTARTS = Counter(
+    "ingest_source_restarts_total",
+    "Source tasks (broker streams, collectors) restarted after a crash or an early return.",
+    ["source", "kind"],
+)
 BATCH_SECONDS = Histogram(
     "ingest_batch_processing_seconds",
     "Time to process one raw Kafka message (a batch).",
@@ -127,6 +132,8 @@ class LiveStateCollector(Collector):
             labels=["source"],
         )
         for name, state in sorted(brokers.items()):
+            if state["status"] == "elsewhere":
+                continue  # another worker of the group streams it and reports it
             connected.add_metric([name], 1.0 if state["status"] == "connected" else 0.0)
             reconnects.add_metric([name], state.get("reconnects", 0))  # 0 when disabled
             enabled.add_metric([name], 0.0 if state["status"] == "disabled" else 1.0)

@@ -13,6 +13,8 @@ import faust
 from faust.sensors.prometheus import setup_prometheus_sensors
 
 from app.compat import faust_kafka
+from app.ops.web_auth import web_application_options
+from app.pipeline.kafka_clients import faust_credentials
 from app.settings import ConfigError, Settings, get_settings
 
 try:
@@ -28,6 +30,7 @@ def create_app(cfg: Settings) -> faust.App:
     return faust.App(
         cfg.service.app_id,
         broker=f"kafka://{cfg.kafka.bootstrap_servers}",
+        broker_credentials=faust_credentials(cfg.kafka),
         store=cfg.service.store,
         datadir=str(cfg.service.data_dir),
         autodiscover=["app.tables", "app.agents", "app.sources", "app.ops", "app.cli"],
@@ -43,8 +46,10 @@ def create_app(cfg: Settings) -> faust.App:
         web_host=cfg.service.web_host,
         web_port=cfg.service.web_port,
         web_bind=cfg.service.web_host,
+        web_application_options=web_application_options(cfg.service),
         version=1,
         Topic="app.pipeline.visible_topic:VisibleTopic",
+        Worker="app.cli.replay_guard:Worker",  # refuses to start mid-replay
     )
 
 

@@ -14,6 +14,8 @@ import time
 import faust
 from aiokafka.admin import AIOKafkaAdminClient
 
+from app.pipeline.kafka_clients import kafka_options
+
 VISIBLE_TIMEOUT_S = 30.0
 
 
@@ -29,7 +31,7 @@ class VisibleTopic(faust.Topic):
 
 async def wait_visible(bootstrap: str, topics: list[str]) -> None:
     """Until every partition of `topics` has a leader in the cluster metadata."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
     await admin.start()
     try:
         deadline = time.monotonic() + VISIBLE_TIMEOUT_S

@@ -1,4 +1,4 @@
-"""What every broker client shares: reconnect backoff, live connection state, the sink.
+"""What every source shares: the service's one backoff, live connection state, the sink.
 
 A client (one per configured broker) reads a provider stream and hands raw records to a
 `RecordSink`; in the worker that is the batching `RawWriter`, in unit tests a list. The
@@ -49,8 +49,14 @@ class Backoff:
         self._rng = rng or random.Random()
 
     def next_delay(self) -> float:
-        cap = min(self.maximum, self.initial * 2 ** min(self.attempt, 32))
+        delay = self.delay(self.attempt)
         self.attempt += 1
+        return delay
+
+    def delay(self, attempt: int) -> float:
+        """The delay before retry number `attempt` (0 = the first), for callers that count
+        their own attempts. The exponent stops at 32: no overflow however many failures."""
+        cap = min(self.maximum, self.initial * 2 ** min(max(attempt, 0), 32))
         return self._rng.uniform(cap / 2, cap)
 
     def reset(self) -> None:

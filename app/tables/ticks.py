@@ -16,7 +16,14 @@ raw topic's key, which `table_route` relies on. Values are bytes in the encoding
 - historical-symbol-state the same for raw.historical.ticks (quotes and rejects only), kept
                           apart so that history never competes in best price;
 - partition-state         "<topic>/<partition>" -> PartitionClocks: newest accepted event
-                          time per source among this partition's symbols (the `stale` rule).
+                          time per source among this partition's symbols (the `stale` rule),
+                          for raw.broker.ticks;
+- historical-partition-state the same for raw.historical.ticks. One table per input topic,
+                          so every table derives from exactly one raw topic and
+                          `replay --topic X` deletes whole changelogs of X's tables only.
+                          (Upgrading: history's clocks start empty once - a laxer `stale`
+                          check for its first ticks - and its old keys in partition-state
+                          are dead until the next replay of raw.broker.ticks drops them.)
 """
 
 from __future__ import annotations
@@ -43,6 +50,9 @@ def _table(name: str, help: str) -> faust.Table:
 symbol_state = _table("symbol-state", "symbol -> quotes, quality, best price, reject counts")
 historical_state = _table("historical-symbol-state", "symbol -> historical quotes and rejects")
 partition_state = _table("partition-state", "topic/partition -> broker clocks")
+historical_partition_state = _table(
+    "historical-partition-state", "topic/partition -> historical source clocks"
+)
 
 
 def items_of(table: faust.Table, field: str) -> list[tuple[str, Any]]:

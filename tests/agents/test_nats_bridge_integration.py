@@ -26,6 +26,7 @@ from app.wire import codec
 from devstack import stack as local_stack
 from devstack.stack import StackConfig
 from tests.support.kafka import create_topics, produce
+from tests.support.pipeline import group_lag
 from tests.support.worker import Worker
 
 pytestmark = pytest.mark.integration
@@ -272,3 +273,37 @@ async def test_worker_starts_while_nats_is_down_and_catches_up(
         assert_exactly(await stored(js, bridge.stream), items)
     finally:
         worker.stop()
+
+
+async def test_bridge_down_longer_than_the_window_republishes_nothing(
+    bridge: Bridge, js: JetStreamContext, clean_kafka: StackConfig, tmp_path: Path, app_id: str
+):
+    """JetStream's duplicate window (2 s here) is over when the bridge comes back, and the
+    bridge's Kafka offsets were never committed (commit interval 60 s), so it re-reads all
+    of `first`: only its own record of what NATS acked keeps those out of the stream."""
+    first, second = market_data(bridge.prefix, 0, 500), market_data(bridge.prefix, 500, 200)
+    env = bridge.env(
+        INGEST__NATS__DUPLICATE_WINDOW_S="2",
+        INGEST__KAFKA__COMMIT_INTERVAL_S="60",
+        BROKER_SESSION_TIMEOUT="6",
+        BROKER_HEARTBEAT_INTERVAL="1",
+    )
+    worker = Worker(clean_kafka, tmp_path, app_id, env=env).start()
+    try:
+        await send(clean_kafka, MARKET_DATA_STREAM, first)
+        assert await wait_count(js, bridge.stream, 500) == 500  # + 1.5 s for the table write
+    finally:
+        worker.kill()
+    reread = sum(
+        (await group_lag(clean_kafka.kafka_bootstrap, app_id, [MARKET_DATA_STREAM])).values()
+    )
+    assert reread > 0, "offsets were committed: nothing would be re-read"
+    await asyncio.sleep(3)  # longer than the duplicate window
+    await send(clean_kafka, MARKET_DATA_STREAM, second)
+    with Worker(clean_kafka, tmp_path, app_id, env=env) as restarted:
+        assert await wait_count(js, bridge.stream, 700) == 700
+        assert_exactly(await stored(js, bridge.stream), first + second)
+        section = restarted.health()["nats_bridge"]
+        assert section["skipped_published"] == reread
+        assert section["duplicates_dropped"] == 0  # not JetStream's doing
+        print(f"bridge down > window: re-read {reread}, skipped {reread}, stream 700 of 700")

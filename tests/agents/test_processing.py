@@ -5,11 +5,12 @@ from __future__ import annotations
 from app.core.processor import SymbolState, TickProcessor
 from app.settings import load_settings
 from app.sources.brokers.registry import payload_parsers
+from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
 from app.wire import codec
 
 MS = 1_000_000
 T0 = 1_796_029_200_000_000_000
-PROC = TickProcessor(load_settings(), payload_parsers())
+PROC = TickProcessor(load_settings(), payload_parsers(), (DUKASCOPY,))
 
 
 def rec(source: str, bid: int, ask: int, event_ms: int, symbol: str = "EURUSD") -> codec.RawRecord:
@@ -135,3 +136,21 @@ def test_batch_of_thousand_ticks_from_three_brokers_round_trips_through_the_code
     assert result.accepted == 1000 and not result.rejected
     assert len(stream.ticks) == len(result.emitted) > 0
     assert stream.batch_time_ns == result.emitted[-1].tick.event_time_ns
+
+
+def test_a_tick_from_an_unconfigured_source_is_rejected_as_unknown_source():
+    state = SymbolState()
+    result = run(
+        [
+            rec("rogue_broker", 1_000_000_000, 1_000_000_001, 0),  # tight spread: would win
+            rec("pepperstone", 1_100_000_000, 1_100_200_000, 100),
+        ],
+        state,
+    )
+    assert [r.reasons for r in result.rejected] == [["unknown_source"]]
+    assert result.rejected[0].record.source == "rogue_broker"
+    assert [b.tick.source for b in result.emitted] == ["pepperstone"]
+    assert "rogue_broker" not in state.quotes and state.best.source == "pepperstone"
+    assert "rogue_broker" not in state.quality  # no state keyed by an unknown name
+    # configured collectors and the Dukascopy importer are approved as well
+    assert {"dukascopy", *load_settings().collectors} <= PROC.approved_sources

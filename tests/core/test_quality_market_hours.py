@@ -102,7 +102,7 @@ def test_metals_daily_break_and_a_real_outage():
 
 
 def test_processor_passes_the_asset_class():
-    proc = TickProcessor(SETTINGS, payload_parsers())
+    proc = TickProcessor(SETTINGS, payload_parsers(), ())
     state = SymbolState()
     times = steady("2026-12-04T21:59:00", "2026-12-04T22:00:00") + steady(
         "2026-12-06T22:00:00", "2026-12-06T22:01:00"

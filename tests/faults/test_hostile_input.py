@@ -24,6 +24,7 @@ from app.pipeline.topics import MARKET_DATA_REJECTS, RAW_BROKER_TICKS
 from app.settings import load_settings
 from app.sources.brokers.oanda import Heartbeat, parse_oanda_line
 from app.sources.brokers.registry import payload_parsers
+from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
 from app.tables.values import SymbolStateValue, decode, encode
 from app.wire import codec
 from devstack.stack import StackConfig
@@ -40,7 +41,7 @@ from tests.support.faults_b import (
 from tests.support.kafka import create_topics, read_topic
 from tests.support.worker import Worker
 
-PROC = TickProcessor(load_settings(), payload_parsers())
+PROC = TickProcessor(load_settings(), payload_parsers(), (DUKASCOPY,))
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 json_values = st.recursive(

@@ -13,6 +13,7 @@ from app.settings import BrokerSettings, ConfigError, load_settings
 from app.sources.brokers import registry
 from app.sources.brokers.oanda import OandaSettings
 from app.sources.contract import ConnectionState
+from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
 from app.wire import codec
 
 T0 = 1_796_029_200_000_000_000
@@ -55,7 +56,7 @@ brokers:
     symbols: [EURUSD]
     priority: 2
 instruments:
-  EURUSD: {asset_class: fx_major, pip: "0.0001"}
+  EURUSD: {asset_class: fx_major, pip: "0.0001", decimals: 5}
 """
 
 
@@ -74,7 +75,7 @@ def test_settings_clients_and_processing_of_a_registered_kind(fake_kind: None, t
     clients = registry.build_clients(settings.brokers, sink=object())  # type: ignore[arg-type]
     assert [type(c).__name__ for c in clients] == ["FakeClient", "OandaPriceStream"]
 
-    processor = TickProcessor(settings, registry.payload_parsers())
+    processor = TickProcessor(settings, registry.payload_parsers(), (DUKASCOPY,))
     record = codec.RawRecord(
         source="fake_one", format="fake_v1", payload=f"EURUSD 1.1 1.1001 {T0}".encode(),
         receive_time_ns=T0 + 1_000_000,
@@ -87,7 +88,8 @@ def test_settings_clients_and_processing_of_a_registered_kind(fake_kind: None, t
 def test_a_kind_nobody_registered_names_the_known_ones(tmp_path: Path) -> None:
     path = tmp_path / "service.yaml"
     path.write_text(CONFIG)
-    with pytest.raises(ConfigError, match="unknown broker kind 'fake_kind' \\(known: oanda_v20"):
+    known = "\\(known: mt5, oanda_v20"
+    with pytest.raises(ConfigError, match=f"unknown broker kind 'fake_kind' {known}"):
         load_settings(path, environ={})
 
 

@@ -39,9 +39,9 @@ EXPECTED = Counter(
 )  # fmt: skip
 PARAMS = {
     "YAHOO": ("SYMBOLS", '["^GSPC"]'),
-    "FRED": ("SERIES", "[DGS10]"),
-    "COINGECKO": ("IDS", "[bitcoin, ethereum]"),
-    "ALPHAVANTAGE": ("PAIRS", "[EUR/USD]"),
+    "FRED": ("SERIES", '["DGS10"]'),
+    "COINGECKO": ("IDS", '["bitcoin", "ethereum"]'),
+    "ALPHAVANTAGE": ("PAIRS", '["EUR/USD"]'),
 }
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,10 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import PubAck, StorageType, StreamConfig
 
+from app.core.redact import redact_url, scrub
 from app.settings import NatsSettings
+from app.sinks.nats.connect import connect_options, secret_values
+from app.sources.contract import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,9 @@ class NatsPublisher(Service):
         self.duplicates = 0
         self.resends = 0
         self.last_error = ""
+        # Why the server refuses us (auth, TLS): kept until a connect succeeds, because
+        # the broken pipe that follows a refusal would otherwise hide the reason.
+        self.refusal = ""
         self.publish_rate = 0.0
         self._connected = asyncio.Event()
         self._slots = asyncio.Semaphore(cfg.max_in_flight)
@@ -77,6 +84,8 @@ class NatsPublisher(Service):
         self._seq = itertools.count()
         self._retry_tasks: set[asyncio.Task[None]] = set()
         self._stream_ready = False
+        # A failed publish is re-sent after a capped, jittered delay (grows per attempt).
+        self._resend_backoff = Backoff(cfg.reconnect_wait_s, max(cfg.reconnect_wait_s, 30.0))
 
     @property
     def jetstream(self) -> bool:
@@ -202,8 +211,7 @@ class NatsPublisher(Service):
         task.add_done_callback(self._retry_tasks.discard)
 
     async def _resend(self, item: _Pending) -> None:
-        backoff = min(self.cfg.reconnect_wait_s * 2 ** min(item.attempts - 1, 5), 30.0)
-        await asyncio.sleep(backoff)
+        await asyncio.sleep(self._resend_backoff.delay(item.attempts - 1))
         while not self._stream_ready:
             await self._connected.wait()
             await self._ensure_stream()
@@ -240,6 +248,7 @@ class NatsPublisher(Service):
         """Connect once; nats-py itself keeps retrying (also the first connect) forever."""
         self.nc = await nats.connect(
             self.cfg.url,
+            **connect_options(self.cfg),
             name="data-ingestion-bridge",
             max_reconnect_attempts=-1,
             reconnect_time_wait=self.cfg.reconnect_wait_s,
@@ -249,7 +258,7 @@ class NatsPublisher(Service):
             reconnected_cb=self._on_reconnected,
             closed_cb=self._on_closed,
         )
-        log.info("nats: connected to %s (%s mode)", self.nc.connected_url, self.cfg.mode)
+        log.info("nats: connected to %s (%s mode)", self.shown_url(), self.cfg.mode)
         if self.jetstream:
             self.js = self.nc.jetstream(
                 timeout=self.cfg.ack_timeout_s,
@@ -261,6 +270,7 @@ class NatsPublisher(Service):
                     await asyncio.sleep(self.cfg.reconnect_wait_s)
         self.connection_state = "connected"
         self.ever_connected = True
+        self.refusal = ""
         self._connected.set()
 
     async def _ensure_stream(self) -> None:
@@ -291,9 +301,17 @@ class NatsPublisher(Service):
             return
         self._stream_ready = True
 
+    def shown_url(self) -> str | None:
+        """The connected server's URL without userinfo (nats-py keeps user:pass in it)."""
+        url = self.nc.connected_url if self.nc is not None else None
+        return redact_url(url.geturl()) if url is not None else redact_url(self.cfg.url)
+
     async def _on_error(self, exc: Exception) -> None:
-        self.last_error = repr(exc)
-        log.warning("nats: %r", exc)
+        self.last_error = scrub(repr(exc), secret_values(self.cfg))
+        text = self.last_error.lower()
+        if isinstance(exc, ssl.SSLError) or "authorization" in text or "authentication" in text:
+            self.refusal = self.last_error
+        log.warning("nats: %s", self.last_error)
 
     async def _on_disconnected(self) -> None:
         if self.connection_state != "closed":
@@ -308,7 +326,7 @@ class NatsPublisher(Service):
             self._connected.set()
         log.info(
             "nats: reconnected to %s (reconnect #%d)",
-            self.nc and self.nc.connected_url,
+            self.shown_url(),
             self.reconnects,
         )
 
@@ -320,7 +338,7 @@ class NatsPublisher(Service):
     def snapshot(self) -> dict[str, Any]:
         return {
             "mode": self.cfg.mode,
-            "url": self.cfg.url,
+            "url": redact_url(self.cfg.url),
             "stream": self.cfg.stream_name if self.jetstream else None,
             "state": self.connection_state,
             "reconnects": self.reconnects,

@@ -8,7 +8,6 @@ new kind of feed is one module plus one registry entry; the pipeline only sees R
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -22,8 +21,11 @@ from app.pipeline.topics import (
     market_data_rejects,
     raw_broker_ticks,
 )
+from app.sources.assignment import SourceAssignment
 from app.sources.brokers.registry import BrokerClient, build_clients
+from app.sources.contract import Backoff, ConnectionState
 from app.sources.raw_writer import RawWriter
+from app.sources.supervisor import SourceSupervisor, Supervised
 
 log = logging.getLogger(__name__)
 
@@ -39,28 +41,55 @@ def connections_problem(clients: list[BrokerClient]) -> str | None:
     return "; ".join(down) or None
 
 
+def _enabled_brokers() -> list[str]:
+    return sorted(name for name, cfg in settings.brokers.items() if cfg.enabled)
+
+
+# One partition per enabled broker: the group decides which worker streams which broker.
+broker_assignment = SourceAssignment("brokers", _enabled_brokers()) if _enabled_brokers() else None
+
+# After a crash the client restarts on this backoff (its own reconnects have their own).
+RESTART_BACKOFF = (1.0, 30.0)
+
+
 @app.service
 class BrokerFeeds(Service):
-    """Starts the broker clients with the worker and stops them (then flushes) on shutdown."""
+    """Runs, supervised, the broker clients assigned to this worker; flushes on shutdown."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.clients: list[BrokerClient] = []
         self.writer: RawWriter | None = None
-        self._runs: list[asyncio.Task[None]] = []
+        self.supervisor = SourceSupervisor()
         disabled = sorted(n for n, b in settings.brokers.items() if not b.enabled)
         self._disabled = disabled
         health.add_section("broker_connections", self.report)
-        health.add_check("broker_connections", lambda: connections_problem(self.clients))
+        health.add_check("broker_connections", lambda: connections_problem(self._here()))
+        health.add_section("broker_tasks", self.supervisor.report)
+        health.add_check("broker_tasks", self.supervisor.problem)
+        if broker_assignment is not None:
+            health.add_section("broker_assignment", broker_assignment.report)
+
+    def _here(self) -> list[BrokerClient]:
+        """The clients this worker runs now (the others stream in other workers)."""
+        running = self.supervisor.running()
+        return [c for c in self.clients if c.state.broker in running]
 
     def report(self) -> dict[str, Any]:
-        body: dict[str, Any] = {c.state.broker: c.state.snapshot() for c in self.clients}
+        running = self.supervisor.running()
+        body: dict[str, Any] = {}
+        for client in self.clients:
+            name = client.state.broker
+            if name in running:
+                body[name] = client.state.snapshot()
+            else:
+                body[name] = {"status": "elsewhere", "kind": client.state.kind}
         for name in self._disabled:
             body[name] = {"status": "disabled"}
         return body
 
     async def on_start(self) -> None:
-        if not any(b.enabled for b in settings.brokers.values()):
+        if broker_assignment is None:
             log.info("broker feeds: no enabled brokers")
             return
         producer = await app.maybe_start_producer()
@@ -77,15 +106,37 @@ class BrokerFeeds(Service):
         health.add_section("broker_writer", self.writer.stats)
         self.clients = build_clients(settings.brokers, self.writer)
         for client in self.clients:
-            log.info("broker feeds: starting %s (%s)", client.state.broker, client.state.kind)
-            self._runs.append(asyncio.create_task(client.run()))
+            state = client.state
+
+            def mark_down(error: str, state: ConnectionState = state) -> None:
+                state.set_error("crashed", error)
+
+            self.supervisor.add(
+                Supervised(
+                    state.broker,
+                    state.kind,
+                    client.run,
+                    Backoff(*RESTART_BACKOFF),
+                    close=client.close,
+                    mark_down=mark_down,
+                )
+            )
+        await broker_assignment.bind(self._start_client, self._stop_client)
+
+    def _start_client(self, name: str) -> None:
+        client = next(c for c in self.clients if c.state.broker == name)
+        log.info("broker feeds: starting %s (%s)", name, client.state.kind)
+        client.state.set_status("starting")
+        self.supervisor.start(name)
+
+    async def _stop_client(self, name: str) -> None:
+        log.info("broker feeds: stopping %s", name)
+        await self.supervisor.stop(name)
 
     async def on_stop(self) -> None:
-        for client in self.clients:
-            await client.close()
-        for task in self._runs:
-            task.cancel()
-        await asyncio.gather(*self._runs, return_exceptions=True)
+        if broker_assignment is not None:
+            await broker_assignment.unbind()
+        await self.supervisor.stop_all()
         if self.writer is not None:
             await self.writer.close()
             log.info("broker feeds: stopped; writer %s", self.writer.stats())

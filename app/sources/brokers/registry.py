@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from app.core.processor import PayloadParser
 from app.settings import BrokerSettings
-from app.sources.brokers import oanda
+from app.sources.brokers import mt5, oanda
 from app.sources.contract import ConnectionState, RecordSink
 
 
@@ -44,6 +44,8 @@ KINDS: dict[str, BrokerKind] = {
     "oanda_v20": BrokerKind(
         oanda.OandaSettings, oanda.OandaPriceStream, oanda.FORMAT, oanda.parse_oanda_record
     ),
+    # Records carry the decoded tick (the payload is kept for audit only).
+    "mt5": BrokerKind(mt5.Mt5BrokerSettings, mt5.Mt5Client),
 }
 
 

@@ -21,6 +21,7 @@ from app.sources.collectors.observation import (
     load_json,
     require,
     to_float,
+    total_parser,
 )
 
 PROVIDER = "alphavantage"
@@ -28,6 +29,7 @@ RATE_BLOCK = "Realtime Currency Exchange Rate"
 RATE_LIMIT_WORDS = ("rate limit", "call frequency", "requests per day")
 
 
+@total_parser
 def parse_alphavantage(body: bytes, series: str) -> list[Observation]:
     """The exchange rate at its refresh time; bid/ask go into the attributes."""
     doc = load_json(body)
@@ -47,7 +49,7 @@ def parse_alphavantage(body: bytes, series: str) -> list[Observation]:
     try:
         zone = ZoneInfo(zone_name)
         moment = datetime.strptime(refreshed, "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone)
-    except (ValueError, TypeError, ZoneInfoNotFoundError):
+    except (ValueError, TypeError, OSError, ZoneInfoNotFoundError):  # OSError: a huge name
         raise ParseError("bad_time", f"Last Refreshed {refreshed!r} in {zone_name!r}") from None
     attributes = {}
     for field, name in (("8. Bid Price", "bid"), ("9. Ask Price", "ask")):

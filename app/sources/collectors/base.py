@@ -20,6 +20,7 @@ from typing import Any, ClassVar, Protocol
 import aiohttp
 
 from app.core.errors import ParseError
+from app.core.reasons import STAGE_SOURCE
 from app.settings import CollectorSettings
 from app.sources.collectors.observation import Observation
 from app.wire import codec
@@ -28,6 +29,12 @@ log = logging.getLogger(__name__)
 
 Parser = Callable[[bytes, str], list[Observation]]
 USER_AGENT = "data-ingestion/1.0 (+market-context collector)"
+# No provider answer is near this; a bigger one would not fit a Kafka message either.
+MAX_BODY_BYTES = 1024 * 1024
+# What of an oversized body goes into its rejection (the start is enough to see what it was).
+REJECT_PAYLOAD_BYTES = 64 * 1024
+# 2**32 * initial is far above any backoff_max_s: the cap applies long before, no overflow.
+MAX_BACKOFF_EXPONENT = 32
 
 
 class Sink(Protocol):
@@ -64,6 +71,8 @@ class CollectorHealth:
     last_error_reason: str | None = None
     last_error_at: float | None = None
     next_poll: float | None = None
+    raw_write_failures: int = 0
+    reject_write_failures: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -79,6 +88,8 @@ class CollectorHealth:
             "last_error_reason": self.last_error_reason,
             "last_error_at": _iso(self.last_error_at),
             "next_poll": _iso(self.next_poll),
+            "raw_write_failures": self.raw_write_failures,
+            "reject_write_failures": self.reject_write_failures,
         }
 
     def problem(self) -> str | None:
@@ -160,12 +171,11 @@ class Collector:
             return self.cfg.interval_s
         self.health.consecutive_failures += 1
         self.health.failures += 1
-        backoff = min(
-            self.cfg.backoff_initial_s * 2 ** (self.health.consecutive_failures - 1),
-            self.cfg.backoff_max_s,
-        )
+        exponent = min(self.health.consecutive_failures - 1, MAX_BACKOFF_EXPONENT)
+        backoff = min(self.cfg.backoff_initial_s * 2**exponent, self.cfg.backoff_max_s)
         if failure.reason == "rate_limited":
             self.health.status = "rate_limited"
+            # Retry-After is honoured; parse_retry_after bounds it at MAX_RETRY_AFTER_S.
             return max(backoff, failure.retry_after or 0.0)
         self.health.status = "failing"
         return backoff
@@ -180,7 +190,7 @@ class Collector:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s),
             ) as resp:
-                body = await resp.read()
+                body, size = await read_limited(resp.content, MAX_BODY_BYTES)
                 status = resp.status
                 retry_after = parse_retry_after(resp.headers.get("Retry-After"))
         except TimeoutError:
@@ -190,21 +200,46 @@ class Collector:
         record = codec.RawRecord(
             source=self.name, format=self.provider, payload=body, receive_time_ns=time.time_ns()
         )
+        if size > MAX_BODY_BYTES:
+            record.payload = body[:REJECT_PAYLOAD_BYTES]
+            detail = f"HTTP {status}: body over {MAX_BODY_BYTES} bytes (first {size} read)"
+            await self._write_reject(key, "body_too_large", detail, record, api_key)
+            raise _PollFailed("body_too_large", detail, retry_after)
         if status >= 400:
             reason = "rate_limited" if status == 429 else f"http_{status}"
             detail = f"HTTP {status}: {self._provider_message(body, fetch)}"
-            await self.sink.reject(
-                key, codec.encode_rejection([reason], _redact(detail, api_key), record, "source")
-            )
+            await self._write_reject(key, reason, detail, record, api_key)
             raise _PollFailed(reason, detail, retry_after)
         # The body is the provider's answer: it goes to the raw topic whatever it says, and
         # the context agent rejects error shapes. Parsing here only steers the backoff.
-        await self.sink.raw(key, record)
+        # Awaited until Kafka acknowledged it; a failed write fails the poll, which is
+        # then retried after the backoff (the answer is fetched again, nothing is lost).
+        try:
+            await self.sink.raw(key, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.health.raw_write_failures += 1
+            detail = f"raw write failed: {type(exc).__name__}: {exc}"
+            raise _PollFailed("raw_write_failed", detail, None) from exc
         self.health.records += 1
         try:
             type(self).parse(body, fetch.series)
         except ParseError as exc:
             raise _PollFailed(exc.reason, exc.detail, retry_after) from None
+
+    async def _write_reject(
+        self, key: str, reason: str, detail: str, record: codec.RawRecord, api_key: str | None
+    ) -> None:
+        """A refused answer to the rejects; a failed write is counted and logged, not raised."""
+        rejection = codec.encode_rejection([reason], _redact(detail, api_key), record, STAGE_SOURCE)
+        try:
+            await self.sink.reject(key, rejection)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.health.reject_write_failures += 1
+            log.error("collector %s: reject write failed: %r", self.name, exc)
 
     def _provider_message(self, body: bytes, fetch: Fetch) -> str:
         """The provider's own words for an error answer (its error shape), else the body."""
@@ -222,20 +257,42 @@ class Collector:
         log.warning("collector %s: %s: %s", self.name, exc.reason, detail)
 
 
+async def read_limited(content: aiohttp.StreamReader, limit: int) -> tuple[bytes, int]:
+    """Read a body up to `limit` bytes; returns (what was read, size read); size > limit
+    means the body is bigger and the rest was not read (nor held in memory)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await content.read(min(64 * 1024, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), size
+
+
+# The longest a provider's Retry-After can hold a collector back: an hour. Longer waits are
+# daily quotas, which the next polls will meet again anyway (and report on /health).
+MAX_RETRY_AFTER_S = 3600.0
+
+
 def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110)."""
+    """Retry-After as seconds: either delta-seconds or an HTTP date (RFC 9110).
+
+    Bounded at MAX_RETRY_AFTER_S: "9"*400 would otherwise be an infinite sleep, and 3e11
+    a next poll /health cannot show as a date.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
+    if value.isascii() and value.isdigit():
+        return MAX_RETRY_AFTER_S if len(value) > 12 else min(float(value), MAX_RETRY_AFTER_S)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+        seconds = (when.replace(tzinfo=when.tzinfo or UTC) - datetime.now(UTC)).total_seconds()
+    except (TypeError, ValueError, OverflowError, IndexError):
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return min(max(0.0, seconds), MAX_RETRY_AFTER_S)
 
 
 def _redact(text: str, secret: str | None) -> str:

@@ -10,11 +10,18 @@ from __future__ import annotations
 
 from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
-from app.sources.collectors.observation import Observation, load_json, to_float, unix_to_ns
+from app.sources.collectors.observation import (
+    Observation,
+    load_json,
+    to_float,
+    total_parser,
+    unix_to_ns,
+)
 
 PROVIDER = "coingecko"
 
 
+@total_parser
 def parse_coingecko(body: bytes, series: str) -> list[Observation]:
     """One observation per coin and quote currency, timed by the coin's last update."""
     doc = load_json(body)

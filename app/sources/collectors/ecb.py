@@ -8,23 +8,30 @@ GET {base}/stats/eurofxref/eurofxref-daily.xml answers a gesmes envelope:
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from xml.etree import ElementTree
+from xml.etree.ElementTree import ParseError as XmlError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
 
 from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
-from app.sources.collectors.observation import Observation, datetime_to_ns, to_float
+from app.sources.collectors.observation import Observation, datetime_to_ns, to_float, total_parser
 
 PROVIDER = "ecb"
 EUROFXREF_NS = "{http://www.ecb.int/vocabulary/2002-08-01/eurofxref}"
 ENVELOPE = "{http://www.gesmes.org/xml/2002-08-01}Envelope"
 
 
+@total_parser
 def parse_ecb(body: bytes, series: str) -> list[Observation]:
     """One observation per currency, EUR<CCY>, at the reference date (00:00 UTC)."""
     try:
-        root = ElementTree.fromstring(body)
-    except ElementTree.ParseError as exc:
+        # defusedxml: no entity declarations (no billion laughs), no external DTD or files
+        root = fromstring(body)
+    except XmlError as exc:
         raise ParseError("malformed_xml", f"not XML: {exc}") from None
+    except DefusedXmlException as exc:
+        raise ParseError("forbidden_xml", f"{type(exc).__name__}: {exc}"[:200]) from None
     if root.tag != ENVELOPE:
         raise ParseError(
             "unexpected_document", f"root element is {root.tag!r}, not gesmes:Envelope"

@@ -16,12 +16,14 @@ from app.sources.collectors.observation import (
     load_json,
     require,
     to_float,
+    total_parser,
     unix_to_ns,
 )
 
 PROVIDER = "exchangerate_api"
 
 
+@total_parser
 def parse_exchangerate_api(body: bytes, series: str) -> list[Observation]:
     """One observation per quoted currency, BASE<CCY>, at the provider's update time."""
     doc = load_json(body)

@@ -14,6 +14,7 @@ from app.sources.collectors.observation import (
     load_json,
     require,
     to_float,
+    total_parser,
     unix_to_ns,
 )
 
@@ -21,6 +22,7 @@ PROVIDER = "feargreed"
 SERIES = "crypto_fear_greed"
 
 
+@total_parser
 def parse_feargreed(body: bytes, series: str) -> list[Observation]:
     """The newest index value with its classification (Extreme Fear .. Extreme Greed)."""
     doc = load_json(body)

@@ -15,7 +15,13 @@ from datetime import datetime
 
 from app.core.errors import ParseError
 from app.sources.collectors.base import Collector, Fetch
-from app.sources.collectors.observation import Observation, datetime_to_ns, load_json, require
+from app.sources.collectors.observation import (
+    Observation,
+    datetime_to_ns,
+    load_json,
+    require,
+    total_parser,
+)
 
 PROVIDER = "forexfactory"
 _FIGURE = re.compile(r"^[<>]?(-?\d+(?:\.\d+)?)\s*([%KMBT]?)$")
@@ -28,9 +34,13 @@ def parse_figure(text: str) -> tuple[float, str]:
     if not match:
         return math.nan, ""
     number, suffix = match.groups()
-    return float(number) * _SCALE[suffix], "percent" if suffix == "%" else ""
+    value = float(number) * _SCALE[suffix]
+    if not math.isfinite(value):  # 400 digits: no figure anyone published
+        return math.nan, ""
+    return value, "percent" if suffix == "%" else ""
 
 
+@total_parser
 def parse_forexfactory(body: bytes, series: str) -> list[Observation]:
     """One observation per event: value = the forecast (NaN when none), time = event time."""
     doc = load_json(body)

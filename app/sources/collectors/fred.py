@@ -20,12 +20,14 @@ from app.sources.collectors.observation import (
     load_json,
     require,
     to_float,
+    total_parser,
 )
 
 PROVIDER = "fred"
 MISSING = "."
 
 
+@total_parser
 def parse_fred(body: bytes, series: str) -> list[Observation]:
     """The newest observation that has a value (responses are requested newest first)."""
     doc = load_json(body)

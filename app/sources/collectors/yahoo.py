@@ -16,12 +16,14 @@ from app.sources.collectors.observation import (
     load_json,
     require,
     to_float,
+    total_parser,
     unix_to_ns,
 )
 
 PROVIDER = "yahoo"
 
 
+@total_parser
 def parse_yahoo(body: bytes, series: str) -> list[Observation]:
     """The regular-market price in `meta`, else the last non-null bar close."""
     doc = load_json(body)
@@ -36,6 +38,8 @@ def parse_yahoo(body: bytes, series: str) -> list[Observation]:
         raise ParseError("no_data", "chart.result is empty")
     result = results[0]
     meta = require(result, "meta", "chart.result[0]")
+    if not isinstance(meta, dict):
+        raise ParseError("missing_field", "chart.result[0].meta is not an object")
     symbol = str(meta.get("symbol") or series)
     if not symbol:
         raise ParseError("missing_field", "chart.result[0].meta.symbol is missing")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import lzma
+import math
 import os
 import struct
 import sys
@@ -28,6 +29,10 @@ import aiohttp
 
 from app.core.errors import IngestError, ParseError, ProviderError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, PRICE_SCALE, Tick
+from app.core.reasons import STAGE_SOURCE
+from app.settings import get_settings
+from app.sources.contract import Backoff
+from app.wire import codec
 from app.wire.codec import encode_tick_records
 
 log = logging.getLogger(__name__)
@@ -39,52 +44,40 @@ HOUR = timedelta(hours=1)
 # Volumes are float32 millions of units: 0.2 arrives as 0.20000000298. Whole units are
 # 6 decimals, so rounding there restores the number Dukascopy meant and loses nothing.
 VOLUME_DECIMALS = 6
-
-# Points per 1.0 of price, per instrument. Explicit on purpose: public tools that
-# guessed this from the symbol's name got metals and exotic pairs wrong.
-POINT_SCALES: dict[str, int] = {
-    # USD majors and crosses quoted to 5 decimals
-    "EURUSD": 100_000,
-    "GBPUSD": 100_000,
-    "AUDUSD": 100_000,
-    "NZDUSD": 100_000,
-    "USDCHF": 100_000,
-    "USDCAD": 100_000,
-    "EURGBP": 100_000,
-    "EURCHF": 100_000,
-    "EURAUD": 100_000,
-    "EURCAD": 100_000,
-    "GBPCHF": 100_000,
-    "AUDNZD": 100_000,
-    # JPY pairs quoted to 3 decimals
-    "USDJPY": 1_000,
-    "EURJPY": 1_000,
-    "GBPJPY": 1_000,
-    "AUDJPY": 1_000,
-    "CHFJPY": 1_000,
-    "CADJPY": 1_000,
-    "NZDJPY": 1_000,
-    # metals: their own rows, not derived from "USD" in the name
-    "XAUUSD": 1_000,
-    "XAGUSD": 1_000,
-}
+MS_PER_HOUR = 3_600_000
+# Bounds of one hour file. The busiest real hours hold a few tens of thousands of ticks;
+# 360,000 (100 a second all hour) is generous and keeps a decoded hour to a few MB, so an
+# LZMA bomb (58 KiB -> 400 MiB) is refused as `too_large` after 7.2 MB of output.
+MAX_TICKS_PER_HOUR = 360_000
+MAX_HOUR_BYTES = MAX_TICKS_PER_HOUR * RECORD_SIZE
+LZMA_MEMLIMIT = 128 * 1024 * 1024  # decoder memory; a header asking for more is corrupt
+MAX_FILE_BYTES = 16 * 1024 * 1024  # a compressed hour file over HTTP (real ones: < 1 MB)
+REJECT_PAYLOAD_BYTES = 256 * 1024  # what of a bad file goes into its rejection
+FILE_FORMAT = "dukascopy_bi5"  # rejection of a whole file: payload = the compressed bytes
+RECORD_FORMAT = "dukascopy_bi5_record"  # rejection of one record: payload = its 20 bytes
 
 
 class UnknownInstrumentError(IngestError):
-    """An instrument without a row in POINT_SCALES: its prices cannot be read safely."""
+    """An instrument without a Dukascopy point scale: its prices cannot be read safely."""
 
     def __init__(self, symbol: str) -> None:
-        known = ", ".join(sorted(POINT_SCALES))
+        known = ", ".join(sorted(_point_scales()))
         super().__init__(
-            f"dukascopy: no point scale for instrument {symbol!r}; add it to "
-            f"app.sources.dukascopy.bi5.POINT_SCALES (known: {known})"
+            f"dukascopy: no point scale for instrument {symbol!r}; set "
+            f"instruments.{symbol}.dukascopy_scale in the config (known: {known})"
         )
         self.symbol = symbol
 
 
+def _point_scales() -> dict[str, int]:
+    """Points per 1.0 of price, from the configuration's instrument table."""
+    instruments = get_settings().instruments
+    return {s: i.dukascopy_scale for s, i in instruments.items() if i.dukascopy_scale}
+
+
 def point_factor(symbol: str) -> int:
     """Fixed-point units per Dukascopy point for `symbol` (1e9 / scale, an exact integer)."""
-    scale = POINT_SCALES.get(symbol)
+    scale = _point_scales().get(symbol)
     if scale is None:
         raise UnknownInstrumentError(symbol)
     factor, rest = divmod(PRICE_SCALE, scale)
@@ -122,45 +115,95 @@ def hour_start_ns(hour: datetime) -> int:
     return int(hour.timestamp()) * NS_PER_SECOND
 
 
-def decompress_bi5(data: bytes) -> bytes:
+def decompress_bi5(data: bytes, max_bytes: int = MAX_HOUR_BYTES) -> bytes:
     """Decompress every concatenated LZMA stream of a .bi5 file; empty file -> b"".
 
     Dukascopy writes the legacy .lzma ("alone") format; FORMAT_AUTO accepts it (and .xz).
-    Raises ParseError `corrupt_lzma` for a damaged stream, `truncated` for a cut-off one.
+    Raises ParseError `corrupt_lzma` for a damaged stream, `truncated` for a cut-off one,
+    `too_large` when the output would pass `max_bytes` (never more than that is produced).
     """
     out: list[bytes] = []
+    size = 0
     rest = data
     while rest:
-        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_AUTO)
+        decoder = lzma.LZMADecompressor(format=lzma.FORMAT_AUTO, memlimit=LZMA_MEMLIMIT)
         try:
-            out.append(decoder.decompress(rest))
+            chunk = decoder.decompress(rest, max_length=max_bytes - size + 1)
         except lzma.LZMAError as exc:
             raise ParseError("corrupt_lzma", f"LZMA stream {len(out) + 1}: {exc}") from exc
-        if not decoder.eof:
+        size += len(chunk)
+        if size > max_bytes:
+            raise ParseError(
+                "too_large",
+                f"{len(data)} bytes decompress to over {max_bytes} bytes "
+                f"({MAX_TICKS_PER_HOUR} records): not an hour of ticks",
+            )
+        out.append(chunk)
+        if not decoder.eof:  # below max_length, so all input was used: the stream is cut
             raise ParseError("truncated", f"LZMA stream {len(out)} ends before its end marker/size")
         rest = decoder.unused_data
     return b"".join(out)
 
 
+@dataclass(slots=True, frozen=True)
+class BadRecord:
+    """A record of an hour file that is not a tick: where, why, and its raw bytes."""
+
+    index: int
+    reason: str
+    detail: str
+    raw: bytes
+
+
+def _bad_record(ms: int, ask_vol: float, bid_vol: float) -> tuple[str, str] | None:
+    """Why a record is not a tick of its hour (None: it is one)."""
+    if ms >= MS_PER_HOUR:  # uint32: up to 49 days after the hour start
+        return "bad_offset", f"ms offset {ms} is not inside the hour (0..{MS_PER_HOUR - 1})"
+    for side, volume in (("ask", ask_vol), ("bid", bid_vol)):
+        if not 0.0 <= volume < math.inf:  # NaN fails both comparisons
+            return "bad_volume", f"{side} volume {volume!r} is not finite and >= 0"
+    return None
+
+
 def decode_records(
-    payload: bytes, symbol: str, start_ns: int, factor: int, receive_time_ns: int | None = None
+    payload: bytes,
+    symbol: str,
+    start_ns: int,
+    factor: int,
+    receive_time_ns: int | None = None,
+    bad: list[BadRecord] | None = None,
 ) -> list[Tick]:
     """Decompressed records of one hour -> ticks in file order.
 
     `factor` is point_factor(symbol). The tick's receive time defaults to its event time:
     a historical tick has no wire latency, and the same file then always gives the same
     ticks. Volumes are rounded to whole units (VOLUME_DECIMALS).
-    Raises ParseError `bad_record_length` when the size is not a multiple of 20.
+    A record outside its hour or with a NaN/infinite/negative volume, and a tail shorter
+    than a record (`bad_record_length`), is appended to `bad` and skipped, so the good
+    records around it still arrive; without a `bad` list the first one raises ParseError.
     """
-    if len(payload) % RECORD_SIZE:
-        raise ParseError(
+    tail = len(payload) % RECORD_SIZE
+    if tail:
+        problem = BadRecord(
+            len(payload) // RECORD_SIZE,
             "bad_record_length",
             f"{len(payload)} bytes is not a multiple of {RECORD_SIZE} "
-            f"({len(payload) // RECORD_SIZE} records + {len(payload) % RECORD_SIZE} bytes)",
+            f"({len(payload) // RECORD_SIZE} records + {tail} bytes)",
+            payload[len(payload) - tail :],
         )
+        if bad is None:
+            raise ParseError(problem.reason, problem.detail)
+        payload = payload[: len(payload) - tail]
     ticks = []
     append = ticks.append
-    for ms, ask, bid, ask_vol, bid_vol in RECORD.iter_unpack(payload):
+    for index, (ms, ask, bid, ask_vol, bid_vol) in enumerate(RECORD.iter_unpack(payload)):
+        if ms >= MS_PER_HOUR or not (0.0 <= ask_vol < math.inf and 0.0 <= bid_vol < math.inf):
+            reason, detail = _bad_record(ms, ask_vol, bid_vol) or ("bad_record", "")
+            if bad is None:
+                raise ParseError(reason, f"record {index}: {detail}")
+            start = index * RECORD_SIZE
+            bad.append(BadRecord(index, reason, detail, payload[start : start + RECORD_SIZE]))
+            continue
         event_ns = start_ns + ms * NS_PER_MS
         append(
             Tick(
@@ -174,13 +217,20 @@ def decode_records(
                 event_ns if receive_time_ns is None else receive_time_ns,
             )
         )
+    if tail and bad is not None:
+        bad.append(problem)
     return ticks
 
 
-def decode_bi5(data: bytes, symbol: str, hour: datetime) -> list[Tick]:
-    """One compressed hour file -> its ticks (empty file = an hour without ticks)."""
+def decode_bi5(
+    data: bytes, symbol: str, hour: datetime, bad: list[BadRecord] | None = None
+) -> list[Tick]:
+    """One compressed hour file -> its ticks (empty file = an hour without ticks).
+
+    Whole-file problems raise ParseError; bad records go to `bad` (see decode_records).
+    """
     factor = point_factor(symbol)
-    return decode_records(decompress_bi5(data), symbol, hour_start_ns(hour), factor)
+    return decode_records(decompress_bi5(data), symbol, hour_start_ns(hour), factor, None, bad)
 
 
 def encode_bi5(
@@ -295,15 +345,16 @@ class HttpHours:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=self.timeout)
         problem = ""
+        backoff = Backoff(self.backoff_s, max(self.backoff_s, 30.0)) if self.backoff_s else None
         for attempt in range(self.retries + 1):
-            if attempt:
-                await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
+            if attempt and backoff is not None:
+                await asyncio.sleep(backoff.next_delay())
             async with self._limit:
                 self.requests += 1
                 try:
                     async with self._session.get(url, timeout=self.timeout) as resp:
                         if resp.status == 200:
-                            return await resp.read()
+                            return await self._read_bounded(resp, url)
                         if resp.status == 404:
                             raise HourMissing(f"{url}: HTTP 404")
                         problem = f"{url}: HTTP {resp.status}"
@@ -313,6 +364,18 @@ class HttpHours:
                     problem = f"{url}: {type(exc).__name__}: {exc}"
             log.warning("dukascopy: attempt %d failed: %s", attempt + 1, problem)
         raise ProviderError(SOURCE, f"gave up after {self.retries + 1} attempts: {problem}")
+
+    @staticmethod
+    async def _read_bounded(resp: aiohttp.ClientResponse, url: str) -> bytes:
+        """The body, refused (not retried) when over MAX_FILE_BYTES: never held whole."""
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await resp.content.read(1024 * 1024):
+            size += len(chunk)
+            if size > MAX_FILE_BYTES:
+                raise ProviderError(SOURCE, f"{url}: file over {MAX_FILE_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def close(self) -> None:
         if self._own_session and self._session is not None:
@@ -373,13 +436,14 @@ class ImportSummary:
     skipped: int = 0
     missing: int = 0
     errors: int = 0
+    bad_records: int = 0
     problems: list[str] = field(default_factory=list)
 
     def line(self) -> str:
         return (
             f"{self.symbol}: hours={self.hours} files={self.files} empty={self.empty_hours} "
             f"ticks={self.ticks} messages={self.messages} skipped={self.skipped} "
-            f"missing={self.missing} errors={self.errors}"
+            f"missing={self.missing} errors={self.errors} bad_records={self.bad_records}"
         )
 
 
@@ -392,7 +456,10 @@ class DukascopyImporter:
 
     Downloads run ahead concurrently (`prefetch` hours), but hours are decoded and sent
     one after the other, so each symbol's ticks reach Kafka in time order and at most
-    one decoded hour is in memory. A bad hour is reported, counted and skipped.
+    one decoded hour is in memory. A bad hour is reported, counted and skipped; a bad
+    record is skipped and the ones after it imported. Both go to `reject` (when given:
+    market-data-rejects) with their reason and raw bytes, acknowledged before the hour's
+    checkpoint, so a re-run repeats neither.
     """
 
     def __init__(
@@ -404,9 +471,11 @@ class DukascopyImporter:
         batch_ticks: int = 1000,
         prefetch: int = 4,
         progress: TextIO | None = sys.stderr,
+        reject: SendFn | None = None,
     ) -> None:
         self.hours = hours
         self.send = send
+        self.reject = reject
         self.checkpoint_dir = Path(checkpoint_dir)
         self.batch_ticks = batch_ticks
         self.prefetch = max(1, prefetch)
@@ -435,6 +504,8 @@ class DukascopyImporter:
         finally:
             for task in pending:
                 task.cancel()
+            # Their outcome is collected, never left to "exception was never retrieved".
+            await asyncio.gather(*pending, return_exceptions=True)
             if self.progress and todo:
                 self.progress.write("\n")
         return summary
@@ -459,20 +530,38 @@ class DukascopyImporter:
             self._fail(summary, where, "download_failed", str(exc))
             return
         summary.files += 1
+        bad: list[BadRecord] = []
         try:
-            ticks = decode_bi5(hour_file.data, symbol, hour)
+            ticks = decode_bi5(hour_file.data, symbol, hour, bad)
         except ParseError as exc:
             self.hours.forget(symbol, hour)
             self._fail(summary, where, exc.reason, exc.detail)
+            record = codec.RawRecord(
+                source=SOURCE, format=FILE_FORMAT, payload=hour_file.data[:REJECT_PAYLOAD_BYTES]
+            )
+            detail = f"{where}: {exc.detail} ({len(hour_file.data)} bytes)"
+            if self.reject is not None:
+                await (await self.reject(symbol.encode(), _rejection(exc.reason, detail, record)))
             return
         del hour_file
         if not ticks:
             summary.empty_hours += 1
         acks = []
+        reject_acks = []
+        for problem in bad:
+            summary.bad_records += 1
+            detail = f"{where} record {problem.index}: {problem.detail}"
+            if len(bad) <= 5 or problem is bad[0]:
+                summary.problems.append(f"{detail} ({problem.reason}; {len(bad)} in the hour)")
+                log.warning("dukascopy: %s (%s)", detail, problem.reason)
+            if self.reject is not None:
+                record = codec.RawRecord(source=SOURCE, format=RECORD_FORMAT, payload=problem.raw)
+                rejection = _rejection(problem.reason, detail, record)
+                reject_acks.append(await self.reject(symbol.encode(), rejection))
         for i in range(0, len(ticks), self.batch_ticks):
             value = encode_tick_records(ticks[i : i + self.batch_ticks], SOURCE)
             acks.append(await self.send(symbol.encode(), value))
-        for ack in acks:
+        for ack in reject_acks + acks:
             await ack  # a failed send raises here: the hour is not checkpointed
         checkpoint.mark(hour)
         summary.ticks += len(ticks)
@@ -495,6 +584,10 @@ class DukascopyImporter:
         self.progress.flush()
 
 
+def _rejection(reason: str, detail: str, record: codec.RawRecord) -> bytes:
+    return codec.encode_rejection([reason], detail, record, stage=STAGE_SOURCE)
+
+
 async def load_reference_ticks(
     hours: HourSource, symbol: str, start: datetime, end: datetime
 ) -> tuple[list[Tick], list[str]]:
@@ -504,9 +597,10 @@ async def load_reference_ticks(
     ticks: list[Tick] = []
     problems: list[str] = []
     for hour in hours_between(start, end):
+        bad: list[BadRecord] = []
         try:
             hour_file = await hours.fetch(symbol, hour)
-            decoded = decode_bi5(hour_file.data, symbol, hour)
+            decoded = decode_bi5(hour_file.data, symbol, hour, bad)
         except (HourMissing, ProviderError) as exc:
             problems.append(f"{symbol} {hour_key(hour)}: {exc}")
             continue
@@ -514,5 +608,11 @@ async def load_reference_ticks(
             hours.forget(symbol, hour)
             problems.append(f"{symbol} {hour_key(hour)}: {exc}")
             continue
+        if bad:
+            first = bad[0]
+            problems.append(
+                f"{symbol} {hour_key(hour)}: {len(bad)} bad records skipped "
+                f"(first: record {first.index}: {first.reason}: {first.detail})"
+            )
         ticks.extend(t for t in decoded if lo <= t.event_time_ns < hi)
     return ticks, problems
