@@ -68,6 +68,7 @@ SYMBOL_TICKS = {
 }
 CANDLE_PARAMS = CandleParams.from_settings(settings.candles)
 CANDLE_HISTORY = settings.candles.history
+HISTORY_TIMEFRAMES = frozenset(settings.candles.kept_history())
 
 
 @dataclass(slots=True)
@@ -276,7 +277,7 @@ class TickGroup:
         for candle in emitted:
             self.outputs.append((market_candles, candle.key.encode(), codec.encode_candle(candle)))
             CANDLES_OUT.labels(candle.timeframe).inc()
-            if self.live and CANDLE_HISTORY:
+            if self.live and candle.timeframe in HISTORY_TIMEFRAMES:
                 hkey = history_key(candle.symbol, candle.timeframe)
                 entry = self.new_candles.get(hkey)
                 if entry is None:

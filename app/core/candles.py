@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.core.models import NS_PER_MS, NS_PER_SECOND
 
@@ -71,8 +71,12 @@ class CandleSettings(BaseModel):
     # After emission a window still accepts ticks (and is re-emitted with revision + 1)
     # until the watermark is this far past its end; later ticks are refused.
     allowed_lateness_ms: int = Field(2000, ge=0)
-    # Closed candles kept per symbol:timeframe and source for the /candles view (0: none).
+    # Closed candles kept per symbol:timeframe and source for the /candles view (0: none),
+    # for these timeframes only: a key is rewritten whole each time one of its candles
+    # closes, so 1 s history would cost a ~100 KB changelog write per symbol per second.
     history: int = Field(100, ge=0)
+    # None: every configured timeframe of 1 min or longer
+    history_timeframes: list[str] | None = None
 
     @field_validator("timeframes")
     @classmethod
@@ -84,6 +88,21 @@ class CandleSettings(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"timeframes repeat: {names}")
         return names
+
+    @model_validator(mode="after")
+    def _history_of_known_timeframes(self) -> CandleSettings:
+        unknown = sorted(set(self.history_timeframes or ()) - set(self.timeframes))
+        if unknown:
+            raise ValueError(f"history_timeframes not in timeframes: {unknown}")
+        return self
+
+    def kept_history(self) -> list[str]:
+        """The timeframes whose closed candles the history table keeps."""
+        if not self.history:
+            return []
+        if self.history_timeframes is not None:
+            return list(self.history_timeframes)
+        return [tf for tf in self.timeframes if timeframe_ns(tf) >= 60 * NS_PER_SECOND]
 
 
 @dataclass(slots=True, frozen=True)

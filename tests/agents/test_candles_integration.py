@@ -51,7 +51,12 @@ BEST = codec.OUTPUT_SOURCE
 
 
 def env_of(tag: str) -> dict[str, str]:
-    return {**nats_env(tag), "INGEST__NATS__LAST_VALUE_BUCKET": f"last-{tag}"}
+    return {
+        **nats_env(tag),
+        "INGEST__NATS__LAST_VALUE_BUCKET": f"last-{tag}",
+        # 12 s of ticks close no 1 min window: keep 1 s history for the view in this test
+        "INGEST__CANDLES__HISTORY_TIMEFRAMES": '["1s", "1m"]',
+    }
 
 
 async def wait_drained(bootstrap: str, group: str, timeout: float = 120.0) -> None:

@@ -26,9 +26,9 @@ class CandlesView(View):
     async def get(self, request: Request, symbol: str) -> Response:
         tf = request.query.get("tf", "1m")
         source = request.query.get("source", codec.OUTPUT_SOURCE)
-        if tf not in settings.candles.timeframes:
-            body = {"error": "unknown_timeframe", "timeframes": settings.candles.timeframes}
-            return self.json(body, status=400)
+        kept = settings.candles.kept_history()
+        if tf not in kept:
+            return self.json({"error": "no_history_for_timeframe", "timeframes": kept}, status=400)
         try:
             limit = min(max(int(request.query.get("limit", "100")), 1), MAX_LIMIT)
         except ValueError:
