@@ -22,6 +22,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import argument, option
 from google.protobuf.message import DecodeError
 
+from app.cli.exits import EXIT_FAILED, EXIT_USAGE, usage_error
 from app.core.candle_feed import candle_flush_batch
 from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, Tick, price_from_decimal
@@ -53,9 +54,6 @@ from app.sources.dukascopy.bi5 import (
 from app.sources.supervisor import run_with_restarts
 from app.wire import codec
 
-EXIT_PROBLEMS = 1
-EXIT_USAGE = 2
-
 
 def parse_when(text: str) -> datetime:
     """`2024-01-01`, `2024-01-01T05` or any ISO time; without a zone it is UTC."""
@@ -65,8 +63,15 @@ def parse_when(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise SystemExit(f"not a date/time: {text!r} (e.g. 2024-01-01, 2024-01-01T05)") from None
+        usage_error(f"not a date/time: {text!r} (e.g. 2024-01-01, 2024-01-01T05)")
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_window(start: str, end: str) -> tuple[datetime, datetime]:
+    first, last = parse_when(start), parse_when(end)
+    if first >= last:
+        usage_error(f"--from {start} is not before --to {end}")
+    return first, last
 
 
 def _dir(configured: Path | None, name: str) -> Path:
@@ -141,7 +146,7 @@ async def import_dukascopy(
 ) -> None:
     """Import Dukascopy hour files into raw.historical.ticks (resumable, no duplicates)."""
     names = _check_symbols(symbols)
-    first, last = parse_when(start), parse_when(end)
+    first, last = parse_window(start, end)
     hours = hour_source(source_dir, base_url)
     await raw_historical_ticks.maybe_declare()
     await market_data_rejects.maybe_declare()
@@ -186,7 +191,7 @@ async def import_dukascopy(
         sys.stderr.write(f"dukascopy import from {hours.describe()}: {summary.line()}\n")
     sys.stderr.flush()
     if any(s.errors for s in summaries):
-        raise SystemExit(EXIT_PROBLEMS)
+        raise SystemExit(EXIT_FAILED)
 
 
 def _live_tick(record: codec.RawRecord) -> Tick | None:
@@ -296,7 +301,7 @@ async def reference_check(
     if instrument is None:
         sys.stderr.write(f"instruments.{name} is not configured: its pip size is unknown\n")
         raise SystemExit(EXIT_USAGE)
-    first, last = parse_when(start), parse_when(end)
+    first, last = parse_window(start, end)
     start_ns, end_ns = int(first.timestamp()) * NS_PER_SECOND, int(last.timestamp()) * NS_PER_SECOND
     hours = hour_source(source_dir, base_url)
     try:

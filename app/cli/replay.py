@@ -9,6 +9,7 @@ import click
 from faust.cli import AppCommand, option
 
 from app.cli import replay_offsets
+from app.cli.exits import failed, usage_error
 from app.pipeline.faust_app import app, settings
 from app.pipeline.kafka_clients import exits_on_kafka_failure
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_EXTERNAL_DATA, RAW_HISTORICAL_TICKS
@@ -39,11 +40,27 @@ def derived_state() -> dict[str, replay_offsets.DerivedState]:
     }
 
 
+def describe_plan(topics: tuple[str, ...], when: datetime | None, keep_tables: bool) -> str:
+    """What a replay will reset and delete, before it does anything."""
+    start = "the earliest offset" if when is None else f"the first offset at {when.isoformat()}"
+    lines = [f"replay of group {app.conf.id}: reset {', '.join(topics)} to {start}"]
+    if keep_tables:
+        lines.append("  tables kept")
+    else:
+        state = derived_state()
+        for topic in topics:
+            for changelog in state[topic].changelogs:
+                lines.append(f"  delete changelog topic {changelog}")
+            for name in state[topic].tables:
+                lines.append(f"  delete local table files {app.conf.tabledir}/{name}-*")
+    return "\n".join(lines)
+
+
 def _parse_when(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise click.BadParameter(f"not an ISO 8601 time: {text!r}") from exc
+    except ValueError:
+        usage_error(f"not an ISO 8601 time: {text!r}")
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
@@ -56,6 +73,8 @@ def _parse_when(text: str) -> datetime:
         is_flag=True,
         help="Keep table state (the replayed ticks will then mostly be rejected as duplicates).",
     ),
+    option("--yes", "-y", "yes", is_flag=True, help="Do it without asking."),
+    option("--dry-run", is_flag=True, help="Only print what would be reset and deleted."),
 )
 @exits_on_kafka_failure
 async def replay(
@@ -64,11 +83,23 @@ async def replay(
     to_datetime: str | None,
     topics: tuple[str, ...],
     keep_tables: bool,
+    yes: bool,
+    dry_run: bool,
 ) -> None:
     """Reset the workers' consumer group so that the next start re-processes raw input."""
     if to_earliest == (to_datetime is not None):
-        raise click.UsageError("give exactly one of --to-earliest or --to-datetime")
+        usage_error("give exactly one of --to-earliest or --to-datetime")
     when = None if to_earliest else _parse_when(to_datetime or "")
+    unknown = sorted(set(topics) - set(RAW_TOPICS))
+    if unknown:
+        usage_error(f"not a raw topic: {', '.join(unknown)} (raw: {', '.join(RAW_TOPICS)})")
+    self.say(describe_plan(topics or RAW_TOPICS, when, keep_tables))
+    if dry_run:
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            usage_error("no terminal to confirm on: add --yes (or --dry-run)")
+        click.confirm("reset and delete the above?", abort=True)
     try:
         plans = await replay_offsets.replay(
             settings.kafka.bootstrap_servers,
@@ -80,8 +111,7 @@ async def replay(
             table_dir=None if keep_tables else app.conf.tabledir,
         )
     except replay_offsets.ReplayRefused as exc:
-        sys.stderr.write(f"replay refused: {exc}\n")
-        raise SystemExit(1) from None
+        failed(f"replay refused: {exc}")
     for plan in plans:
         if plan.resumed:
             self.say(f"finished the interrupted replay of {', '.join(plan.topics)}")

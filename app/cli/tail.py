@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from faust.cli import AppCommand, argument, option
 from google.protobuf.json_format import MessageToDict
 
+from app.cli.exits import usage_error
 from app.core.models import format_price
 from app.pipeline.faust_app import app, settings
 from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options
@@ -120,7 +121,7 @@ async def tail(
 ) -> None:
     """Print decoded messages of market-data-stream, market-context-stream, rejects or raw."""
     if topic not in TAILABLE:
-        raise self.UsageError(f"unknown topic {topic!r}; one of: {', '.join(TAILABLE)}")
+        usage_error(f"unknown topic {topic!r}; one of: {', '.join(TAILABLE)}")
     consumer = AIOKafkaConsumer(
         topic,
         bootstrap_servers=settings.kafka.bootstrap_servers,

@@ -98,12 +98,12 @@ async def test_replay_gives_byte_identical_output(
     with worker:
         # complete once it stops growing for a few seconds
         first = await read_topic(clean_kafka.kafka_bootstrap, "market-data-stream", 1, idle=4.0)
-        refused = run_app(clean_kafka, worker.env, "replay", "--to-earliest")
+        refused = run_app(clean_kafka, worker.env, "replay", "--to-earliest", "--yes")
         assert refused.returncode == 1
         assert "replay refused" in refused.stderr and "running member" in refused.stderr
     assert len(first) >= 20
 
-    done = run_app(clean_kafka, worker.env, "replay", "--to-earliest")
+    done = run_app(clean_kafka, worker.env, "replay", "--to-earliest", "--yes")
     assert done.returncode == 0, done.stderr
     assert "raw.broker.ticks[0] -> offset 0" in done.stdout
     assert "deleted changelog" in done.stdout
@@ -175,7 +175,7 @@ async def test_replay_of_one_topic_survives_kills_and_keeps_other_state(
     assert list(tables.glob("symbol-state-*.db")) and list(tables.glob("partition-state-*.db"))
 
     marker = tmp_path / replay_offsets.MARKER_NAME
-    args = ("replay", "--to-earliest", "--topic", "raw.broker.ticks")
+    args = ("replay", "--to-earliest", "--topic", "raw.broker.ticks", "--yes")
     for step in replay_offsets.STEPS:
         killed = run_app(clean_kafka, {**worker.env, replay_offsets.KILL_AFTER_ENV: step}, *args)
         assert killed.returncode == -signal.SIGKILL, (step, killed.stderr)

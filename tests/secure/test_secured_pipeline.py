@@ -226,7 +226,7 @@ async def test_pipeline_end_to_end_with_tls_and_auth_and_no_secret_anywhere(
         worker.stop()
         await nc.close()
     replay = run_command(
-        ["replay", "--to-earliest"], {**env, "INGEST__SERVICE__APP_ID": f"sec-{tag}"}
+        ["replay", "--to-earliest", "--yes"], {**env, "INGEST__SERVICE__APP_ID": f"sec-{tag}"}
     )
     assert replay.returncode == 0, replay.stderr[-2000:]
     assert "replay ready" in replay.stdout

@@ -225,16 +225,41 @@ async def test_hour_not_checkpointed_when_kafka_does_not_acknowledge(tmp_path: P
     assert datetime(2024, 3, 5, 11, tzinfo=UTC) not in checkpoint
 
 
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
 async def test_progress_line_and_unknown_symbol(tmp_path: Path) -> None:
     write_tree(tmp_path, "EURUSD", {10: alone(records(3))})
-    out = io.StringIO()
+    out = Terminal()
     importer = DukascopyImporter(DirectoryHours(tmp_path), Sent(), tmp_path / "ck", progress=out)
     await importer.run(
         "EURUSD", datetime(2024, 3, 5, 10, tzinfo=UTC), datetime(2024, 3, 5, 11, tzinfo=UTC)
     )
-    assert "\rEURUSD 2024-03-05T10  1/1 hours  3 ticks" in out.getvalue()
+    assert "\rEURUSD 2024-03-05T10  1/1 hours" in out.getvalue()
+    assert "ETA 0s  3 ticks  0 missing  0 errors" in out.getvalue()
     with pytest.raises(UnknownInstrumentError):
         await importer.run("DOGEUSD", datetime(2024, 3, 5, tzinfo=UTC), datetime(2024, 3, 6))
+
+
+async def test_plain_progress_lines_and_missing_hours_summarised(tmp_path: Path) -> None:
+    """Not a terminal: a line per 10%, no carriage returns; 47 missing hours -> one line."""
+    write_tree(tmp_path, "EURUSD", {10: alone(records(3)), 20: alone(records(2))})
+    out = io.StringIO()
+    importer = DukascopyImporter(DirectoryHours(tmp_path), Sent(), tmp_path / "ck", progress=out)
+    summary = await importer.run(
+        "EURUSD", datetime(2024, 3, 5, 0, tzinfo=UTC), datetime(2024, 3, 7, 1, tzinfo=UTC)
+    )
+    lines = out.getvalue().splitlines()
+    assert "\r" not in out.getvalue() and len(lines) == 10
+    assert lines[-1].startswith("EURUSD 2024-03-07T00  49/49 hours")
+    assert summary.missing == 47 and len(summary.problems) == 1
+    assert summary.problems[0].startswith(
+        "EURUSD: missing 47 hour(s) in 3 range(s): 2024-03-05T00..2024-03-05T09, "
+        "2024-03-05T11..2024-03-05T19, 2024-03-05T21..2024-03-07T00 (first: EURUSD "
+        "2024-03-05T00 (EURUSD/2024/02/05/00h_ticks.bi5): "
+    )
 
 
 # --- HTTP: a local aiohttp server serving a tree, with a 404 hour and a flaky hour ---

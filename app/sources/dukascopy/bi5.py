@@ -19,6 +19,7 @@ import math
 import os
 import struct
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -438,6 +439,21 @@ class ImportSummary:
     errors: int = 0
     bad_records: int = 0
     problems: list[str] = field(default_factory=list)
+    missing_hours: list[str] = field(default_factory=list)
+    missing_reason: str = ""
+
+    def missing_problem(self) -> str | None:
+        """One line for every missing hour (a year has 8,000+: weekends have no file)."""
+        if not self.missing_hours:
+            return None
+        ranges = hour_ranges(self.missing_hours)
+        shown = ", ".join(ranges[:5]) + (
+            f", ... ({len(ranges) - 5} more)" if len(ranges) > 5 else ""
+        )
+        return (
+            f"{self.symbol}: missing {len(self.missing_hours)} hour(s) in {len(ranges)} "
+            f"range(s): {shown} (first: {self.missing_reason})"
+        )
 
     def line(self) -> str:
         return (
@@ -493,6 +509,7 @@ class DukascopyImporter:
             else:
                 todo.append(hour)
         pending: list[asyncio.Task[HourFile]] = []
+        meter = ProgressMeter(self.progress, symbol, len(todo))
         try:
             for i, hour in enumerate(todo):
                 while len(pending) < self.prefetch and i + len(pending) < len(todo):
@@ -500,14 +517,15 @@ class DukascopyImporter:
                     pending.append(asyncio.ensure_future(self.hours.fetch(symbol, ahead)))
                 fetch = pending.pop(0)
                 await self._import_hour(symbol, hour, fetch, checkpoint, summary)
-                self._show(summary, hour, summary.skipped + i + 1)
+                meter.show(i + 1, hour, summary)
         finally:
             for task in pending:
                 task.cancel()
             # Their outcome is collected, never left to "exception was never retrieved".
             await asyncio.gather(*pending, return_exceptions=True)
-            if self.progress and todo:
-                self.progress.write("\n")
+            meter.close()
+        if (missing := summary.missing_problem()) is not None:
+            summary.problems.append(missing)
         return summary
 
     async def _import_hour(
@@ -523,8 +541,9 @@ class DukascopyImporter:
             hour_file = await fetch
         except HourMissing as exc:
             summary.missing += 1
-            summary.problems.append(f"{where}: missing: {exc}")
-            log.warning("dukascopy: %s: missing: %s", where, exc)
+            summary.missing_hours.append(hour_key(hour))
+            summary.missing_reason = summary.missing_reason or f"{where}: {exc}"
+            log.debug("dukascopy: %s: missing: %s", where, exc)
             return
         except ProviderError as exc:
             self._fail(summary, where, "download_failed", str(exc))
@@ -573,15 +592,60 @@ class DukascopyImporter:
         summary.problems.append(f"{where}: {reason}: {detail}")
         log.error("dukascopy: %s: %s: %s", where, reason, detail)
 
-    def _show(self, summary: ImportSummary, hour: datetime, done: int) -> None:
-        """One stderr line rewritten in place: no progress-bar dependency needed."""
-        if self.progress is None:
+
+def hour_ranges(keys: list[str]) -> list[str]:
+    """Consecutive hour keys ("2024-01-06T00", ...) as "first..last" ranges."""
+    ranges: list[list[datetime]] = []
+    for key in keys:
+        hour = datetime.fromisoformat(key + ":00").replace(tzinfo=UTC)
+        if ranges and hour - ranges[-1][1] == HOUR:
+            ranges[-1][1] = hour
+        else:
+            ranges.append([hour, hour])
+    return [hour_key(a) if a == b else f"{hour_key(a)}..{hour_key(b)}" for a, b in ranges]
+
+
+class ProgressMeter:
+    """Import progress with rate and ETA: one line rewritten in place on a terminal, a
+    plain line every 10% (or 30 s) otherwise, so logs and CI output stay readable."""
+
+    PLAIN_EVERY_S = 30.0
+
+    def __init__(self, out: TextIO | None, symbol: str, total: int) -> None:
+        self.out = out
+        self.symbol = symbol
+        self.total = total
+        self.tty = bool(out is not None and out.isatty())
+        self.started = time.monotonic()
+        self.last_plain = self.started
+        self.next_tenth = 1
+
+    def show(self, done: int, hour: datetime, summary: ImportSummary) -> None:
+        if self.out is None or not self.total:
             return
-        self.progress.write(
-            f"\r{summary.symbol} {hour_key(hour)}  {done}/{summary.hours} hours  "
-            f"{summary.ticks:,} ticks  {summary.errors} errors"
+        now = time.monotonic()
+        elapsed = max(now - self.started, 1e-9)
+        rate = done / elapsed
+        eta = (self.total - done) / rate if rate else 0.0
+        text = (
+            f"{self.symbol} {hour_key(hour)}  {done}/{self.total} hours  {rate:.1f} h/s  "
+            f"ETA {eta:.0f}s  {summary.ticks:,} ticks  {summary.missing} missing  "
+            f"{summary.errors} errors"
         )
-        self.progress.flush()
+        if self.tty:
+            self.out.write(f"\r{text}")
+            self.out.flush()
+            return
+        tenth = done * 10 // self.total
+        if tenth >= self.next_tenth or now - self.last_plain >= self.PLAIN_EVERY_S:
+            self.next_tenth = tenth + 1
+            self.last_plain = now
+            self.out.write(f"{text}\n")
+            self.out.flush()
+
+    def close(self) -> None:
+        if self.out is not None and self.tty and self.total:
+            self.out.write("\n")
 
 
 def _rejection(reason: str, detail: str, record: codec.RawRecord) -> bytes:
