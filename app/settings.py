@@ -36,6 +36,9 @@ from pydantic import (
     model_validator,
 )
 
+from app.core.candles import CandleSettings
+from app.core.market_hours import MarketHoursSettings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "config" / "service.yaml"
 CONFIG_ENV = "INGEST_CONFIG"
@@ -137,6 +140,10 @@ class NatsSettings(Section):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     tls_hostname: str | None = None  # name checked in the server certificate, default URL host
+
+    # JetStream key-value bucket with the latest best price per symbol and the latest best
+    # candle per timeframe, each with its stream sequence (docs/last-value.md); "" = none.
+    last_value_bucket: str = "market-last"
 
     @model_validator(mode="after")
     def _auth_is_consistent(self) -> NatsSettings:
@@ -316,6 +323,8 @@ class Settings(Section):
     collectors: dict[str, CollectorSettings] = {}
     hub: HubSettings = HubSettings()
     historical: HistoricalSettings = HistoricalSettings()
+    candles: CandleSettings = CandleSettings()
+    market_hours: MarketHoursSettings = MarketHoursSettings()
 
 
 def _reject_constant(name: str) -> Any:

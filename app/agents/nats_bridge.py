@@ -30,14 +30,19 @@ from app.compat.faust_kafka import in_event
 from app.core.redact import redact_url
 from app.ops.runtime import health
 from app.pipeline.faust_app import app, settings
-from app.pipeline.topics import market_context_stream, market_data_stream
+from app.pipeline.topics import market_candles, market_context_stream, market_data_stream
+from app.sinks.nats.last_value import LastValueWriter
 from app.sinks.nats.publisher import NatsPublisher
 from app.sinks.nats.resume import AckedPrefix
 from app.sinks.nats.subjects import (
     WireFormatError,
+    candle_message_id,
+    candle_subject,
     context_subject,
+    last_value_key,
     market_data_subject,
     message_id,
+    subject_token,
 )
 from app.tables.bridge import bridge_published
 
@@ -48,6 +53,8 @@ CONNECT_GRACE_S = 10.0
 
 publisher = NatsPublisher(settings.nats)
 app.service(publisher)  # type: ignore[arg-type]  # faust starts/stops instances too
+last_values = LastValueWriter(settings.nats, publisher)
+app.service(last_values)  # type: ignore[arg-type]
 
 
 class BridgeProgress:
@@ -108,7 +115,22 @@ def _ack_callback(event: EventT, tp: str, offset: int) -> Callable[[], None]:
     return acked
 
 
-async def _bridge(stream: StreamT, subject_of: Callable[[str, bytes], str]) -> None:
+def _last_value(key: str, symbol: bytes | None, subject: str, payload: bytes) -> Any:
+    """`on_stored` that offers the message to the `market-last` bucket (docs/last-value.md)."""
+    if key == "best":
+        key = f"best.{subject_token((symbol or b'').decode('utf-8', 'replace'))}"
+
+    def stored(seq: int) -> None:
+        last_values.offer(key, seq, subject, payload)
+
+    return stored
+
+
+async def _bridge(
+    stream: StreamT,
+    subject_of: Callable[[str, bytes], str],
+    id_of: Callable[[bytes], str] = message_id,
+) -> None:
     prefix = settings.nats.subject_prefix
     async for event in stream.noack().events():
         message = event.message
@@ -136,11 +158,13 @@ async def _bridge(stream: StreamT, subject_of: Callable[[str, bytes], str]) -> N
             )
         progress.on_consumed(tp, message.offset)
         acked_prefix.submitted(tp, message.offset, event)
+        last = last_value_key(subject, prefix) if last_values.enabled else None
         await publisher.submit(
             subject,
             payload,
-            message_id(payload),
+            id_of(payload),
             _ack_callback(event, tp, message.offset),
+            None if last is None else _last_value(last, event.key, subject, payload),
         )
 
 
@@ -156,8 +180,14 @@ async def bridge_market_context(stream: StreamT) -> None:
     await _bridge(stream, context_subject)
 
 
+@app.agent(market_candles)
+async def bridge_candles(stream: StreamT) -> None:
+    """market-candles -> `<prefix>.candles.<timeframe>.<symbol>[.<source>]`."""
+    await _bridge(stream, candle_subject, candle_message_id)
+
+
 def _health_section() -> dict[str, Any]:
-    return {**publisher.snapshot(), **progress.snapshot()}
+    return {**publisher.snapshot(), **progress.snapshot(), "last_value": last_values.snapshot()}
 
 
 def _health_check() -> str | None:

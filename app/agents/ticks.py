@@ -20,15 +20,25 @@ from typing import Any
 import faust
 
 from app.compat.faust_kafka import in_event
+from app.core.candle_feed import SymbolCandles, flush_of, late_ticks, merge_history
+from app.core.candles import Candle, CandleParams
+from app.core.models import Tick
 from app.core.processor import BatchResult, Rejected, SymbolState, TickProcessor
-from app.core.reasons import MALFORMED_BATCH, STAGE_PARSE
-from app.ops.metrics import REJECTS, SYMBOL_TICKS_IN, LabelledCounter
+from app.core.reasons import LATE_FOR_CANDLE, MALFORMED_BATCH, STAGE_CANDLE, STAGE_PARSE
+from app.ops.metrics import (
+    CANDLE_LATE_REJECTS,
+    CANDLES_OUT,
+    REJECTS,
+    SYMBOL_TICKS_IN,
+    LabelledCounter,
+)
 from app.ops.metrics import TICKS_IN as _TICKS_IN
 from app.ops.metrics import TICKS_OUT as _TICKS_OUT
 from app.ops.runtime import pipeline_timings
 from app.pipeline.delivery import DeliveryEngine, StateWrite
 from app.pipeline.faust_app import app, settings
 from app.pipeline.topics import (
+    market_candles,
     market_data_rejects,
     market_data_stream,
     raw_broker_ticks,
@@ -36,13 +46,14 @@ from app.pipeline.topics import (
 )
 from app.sources.brokers.registry import payload_parsers
 from app.sources.dukascopy.bi5 import SOURCE as DUKASCOPY
+from app.tables.candles import candle_history, history_key
 from app.tables.ticks import (
     historical_partition_state,
     historical_state,
     partition_state,
     symbol_state,
 )
-from app.tables.values import PartitionClocks, SymbolStateValue, decode, encode
+from app.tables.values import CandleHistoryValue, PartitionClocks, SymbolStateValue, decode, encode
 from app.wire import codec
 
 log = logging.getLogger(__name__)
@@ -55,6 +66,9 @@ SYMBOL_TICKS = {
     symbol: SYMBOL_TICKS_IN.labels(symbol, instrument.asset_class)
     for symbol, instrument in settings.instruments.items()
 }
+CANDLE_PARAMS = CandleParams.from_settings(settings.candles)
+CANDLE_HISTORY = settings.candles.history
+HISTORY_TIMEFRAMES = frozenset(settings.candles.kept_history())
 
 
 @dataclass(slots=True)
@@ -69,6 +83,7 @@ class _Loaded:
     state: SymbolState
     applied: dict[str, int]
     event: faust.EventT
+    candles: SymbolCandles
     changed: bool = False
 
 
@@ -90,6 +105,7 @@ class InFlight:
     def __init__(self) -> None:
         self.symbols: dict[bytes, _Loaded] = {}
         self.partitions: dict[bytes, _Partition] = {}
+        self.histories: dict[bytes, CandleHistoryValue] = {}
 
     def hold(self, group: TickGroup) -> None:
         for key, loaded in group.loaded.items():
@@ -98,6 +114,8 @@ class InFlight:
         for guard, part in group.partitions.items():
             if part.event is not None:
                 self.partitions[guard] = part
+        for hkey, (value, _event) in group.histories.items():
+            self.histories[hkey] = value
 
     def release(self, group: TickGroup) -> None:
         """After `group`'s writes: forget what no later group changed since."""
@@ -107,6 +125,9 @@ class InFlight:
         for guard, part in group.partitions.items():
             if self.partitions.get(guard) is part:
                 del self.partitions[guard]
+        for hkey, (value, _event) in group.histories.items():
+            if self.histories.get(hkey) is value:
+                del self.histories[hkey]
 
 
 class TickGroup:
@@ -124,6 +145,9 @@ class TickGroup:
         self.writes: list[StateWrite] = []
         self.records = 0
         self.last_receive_ns = 0
+        # history key -> (candles emitted by this group, the event of their symbol)
+        self.new_candles: dict[bytes, tuple[list[Candle], faust.EventT]] = {}
+        self.histories: dict[bytes, tuple[CandleHistoryValue, faust.EventT]] = {}
 
     def _partition(self, guard: bytes, event: faust.EventT) -> _Partition:
         part = self.partitions.get(guard)
@@ -143,14 +167,15 @@ class TickGroup:
             held = self.in_flight.symbols.get(key)
             if held is not None:
                 held.state.clocks = clocks
-                loaded = self.loaded[key] = _Loaded(held.state, held.applied, event)
+                loaded = self.loaded[key] = _Loaded(held.state, held.applied, event, held.candles)
                 return loaded
             # faust's RocksDB store reads from the CURRENT event's partition only: read
             # inside this event's context, or a key of another partition reads as empty.
             with in_event(event):
                 value = decode(SymbolStateValue, self.state_table.get(key))
             state = SymbolState(value.quotes, clocks, value.quality, value.best, value.rejects)
-            loaded = self.loaded[key] = _Loaded(state, value.applied, event)
+            candles = SymbolCandles(key.decode("utf-8", "replace"), value.candles, CANDLE_PARAMS)
+            loaded = self.loaded[key] = _Loaded(state, value.applied, event, candles)
         return loaded
 
     def add(self, event: faust.EventT) -> None:
@@ -186,12 +211,19 @@ class TickGroup:
             counts[MALFORMED_BATCH] = counts.get(MALFORMED_BATCH, 0) + 1
             self._collect(out_key, BatchResult(rejected=[rejected]), topic, partition, offset)
             return
+        flush = flush_of(records)
+        if flush is not None:
+            # end of an import: the source's last windows leave; no tick, no reject
+            self._emit(loaded.candles.advance(*flush), event)
+            return
         result = self.processor.process(
             symbol, records, topic, partition, offset, loaded.state, self.live
         )
         if result.changed_clocks:
             part.event = event
         self._collect(out_key, result, topic, partition, offset)
+        if result.accepted:
+            self._candles(out_key, loaded.candles, result, event)
         self.records += len(records)
         last = records[-1]
         self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
@@ -217,6 +249,77 @@ class TickGroup:
             for reason in rej.reasons:
                 REJECTS.labels(rej.stage, reason).inc()
 
+    def _candles(
+        self, key: bytes, candles: SymbolCandles, result: BatchResult, event: faust.EventT
+    ) -> None:
+        """Feed the accepted ticks into the symbol's candle books; collect candles and rejects.
+
+        Live: the best-price stream (book `data-ingestion`, the emitted best prices) and one
+        book per broker (its accepted ticks); history: one book per source.
+        """
+        feeds: list[tuple[str, list[Tick]]] = []
+        if self.live:
+            if result.emitted:
+                feeds.append((codec.OUTPUT_SOURCE, [bp.tick for bp in result.emitted]))
+            by_source: dict[str, list[Tick]] = {}
+            for tick in result.live_accepted:
+                by_source.setdefault(tick.source, []).append(tick)
+            feeds.extend(by_source.items())
+        else:
+            feeds.extend(result.passed.items())
+        for source, ticks in feeds:
+            emitted, rejects = candles.feed(source, ticks)
+            self._emit(emitted, event)
+            if rejects:
+                self._late(key, source, ticks, rejects)
+
+    def _emit(self, emitted: list[Candle], event: faust.EventT) -> None:
+        for candle in emitted:
+            self.outputs.append((market_candles, candle.key.encode(), codec.encode_candle(candle)))
+            CANDLES_OUT.labels(candle.timeframe).inc()
+            if self.live and candle.timeframe in HISTORY_TIMEFRAMES:
+                hkey = history_key(candle.symbol, candle.timeframe)
+                entry = self.new_candles.get(hkey)
+                if entry is None:
+                    entry = self.new_candles[hkey] = ([], event)
+                entry[0].append(candle)
+
+    def _late(self, key: bytes, source: str, ticks: list[Tick], rejects: list[Any]) -> None:
+        """One market-data-rejects record per tick that some timeframe refused (rare)."""
+        for late in late_ticks(ticks, rejects):
+            t = late.tick
+            record = codec.RawRecord(
+                source=t.source,
+                format="tick",
+                receive_time_ns=t.receive_time_ns,
+                tick=codec.fill_tick(codec.MarketTick(), t),
+            )
+            value = codec.encode_rejection(
+                [LATE_FOR_CANDLE],
+                f"book {source}: {late.detail}",
+                record,
+                STAGE_CANDLE,
+                t.topic,
+                t.partition,
+                t.offset,
+                t.index,
+            )
+            self.outputs.append((market_data_rejects, key, value))
+            REJECTS.labels(STAGE_CANDLE, LATE_FOR_CANDLE).inc()
+            for timeframe in late.timeframes:
+                CANDLE_LATE_REJECTS.labels(source, timeframe).inc()
+
+    def _history(self, hkey: bytes, event: faust.EventT) -> CandleHistoryValue:
+        found = self.histories.get(hkey)
+        if found is not None:
+            return found[0]
+        held = self.in_flight.histories.get(hkey)
+        if held is not None:
+            # copy: the held value is what an earlier group will write
+            return CandleHistoryValue({s: list(rows) for s, rows in held.rows.items()})
+        with in_event(event):
+            return decode(CandleHistoryValue, candle_history.get(hkey))
+
     def freeze(self) -> None:
         """Encode what this group will write, before the next group changes the same state."""
         for key, loaded in self.loaded.items():
@@ -228,8 +331,14 @@ class TickGroup:
                     applied=loaded.applied,
                     quality=state.quality if self.live else {},
                     best=state.best if self.live else None,
+                    candles=loaded.candles.encode(),
                 )
                 self.writes.append(StateWrite(self.state_table, key, encode(value), loaded.event))
+        for hkey, (candles, event) in self.new_candles.items():
+            history = self._history(hkey, event)
+            merge_history(history.rows, candles, CANDLE_HISTORY)
+            self.histories[hkey] = (history, event)
+            self.writes.append(StateWrite(candle_history, hkey, encode(history), event))
         # Rank 1: after the symbols. A crash in between leaves the clocks behind (a laxer
         # `stale` check for the re-processed ticks), never ahead of the state they summarise.
         for guard, part in self.partitions.items():

@@ -24,6 +24,7 @@ from faust.cli import argument, option
 from google.protobuf.message import DecodeError
 
 from app.cli.exits import EXIT_FAILED, EXIT_USAGE, usage_error
+from app.core.candle_feed import candle_flush_batch
 from app.core.errors import ParseError
 from app.core.models import NS_PER_MS, NS_PER_SECOND, Tick, price_from_decimal
 from app.core.processor import tick_of_record
@@ -41,6 +42,7 @@ from app.pipeline.topics import (
 from app.sources.brokers.registry import payload_parsers
 from app.sources.contract import Backoff
 from app.sources.dukascopy.bi5 import (
+    SOURCE,
     DirectoryHours,
     DukascopyImporter,
     HourSource,
@@ -177,7 +179,12 @@ async def import_dukascopy(
     summaries: list[ImportSummary] = []
     try:
         for name in names:
-            summaries.append(await import_supervised(importer, name, first, last))
+            summary = await import_supervised(importer, name, first, last)
+            summaries.append(summary)
+            if not summary.errors:
+                # every hour is in: let the last candles of the range leave (docs/candles.md)
+                marker = candle_flush_batch(SOURCE, int(last.timestamp()) * NS_PER_SECOND)
+                await (await send(name.encode(), marker))
     finally:
         await producer.stop()
         await hours.close()

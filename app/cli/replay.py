@@ -13,6 +13,7 @@ from app.cli.exits import failed, usage_error
 from app.pipeline.faust_app import app, settings
 from app.pipeline.kafka_clients import exits_on_kafka_failure
 from app.pipeline.topics import RAW_BROKER_TICKS, RAW_EXTERNAL_DATA, RAW_HISTORICAL_TICKS
+from app.tables.candles import candle_history
 from app.tables.context import last_context
 from app.tables.ticks import (
     historical_partition_state,
@@ -24,7 +25,7 @@ from app.tables.ticks import (
 RAW_TOPICS = (RAW_BROKER_TICKS, RAW_HISTORICAL_TICKS, RAW_EXTERNAL_DATA)
 # Each table is derived from exactly one raw topic; a replay of the topic clears them.
 DERIVED_TABLES = {
-    RAW_BROKER_TICKS: (symbol_state, partition_state),
+    RAW_BROKER_TICKS: (symbol_state, partition_state, candle_history),
     RAW_HISTORICAL_TICKS: (historical_state, historical_partition_state),
     RAW_EXTERNAL_DATA: (last_context,),
 }

@@ -35,7 +35,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from app.core.models import NS_PER_MS, NS_PER_SECOND
 
@@ -71,6 +71,12 @@ class CandleSettings(BaseModel):
     # After emission a window still accepts ticks (and is re-emitted with revision + 1)
     # until the watermark is this far past its end; later ticks are refused.
     allowed_lateness_ms: int = Field(2000, ge=0)
+    # Closed candles kept per symbol:timeframe and source for the /candles view (0: none),
+    # for these timeframes only: a key is rewritten whole each time one of its candles
+    # closes, so 1 s history would cost a ~100 KB changelog write per symbol per second.
+    history: int = Field(100, ge=0)
+    # None: every configured timeframe of 1 min or longer
+    history_timeframes: list[str] | None = None
 
     @field_validator("timeframes")
     @classmethod
@@ -82,6 +88,21 @@ class CandleSettings(BaseModel):
         if len(set(names)) != len(names):
             raise ValueError(f"timeframes repeat: {names}")
         return names
+
+    @model_validator(mode="after")
+    def _history_of_known_timeframes(self) -> CandleSettings:
+        unknown = sorted(set(self.history_timeframes or ()) - set(self.timeframes))
+        if unknown:
+            raise ValueError(f"history_timeframes not in timeframes: {unknown}")
+        return self
+
+    def kept_history(self) -> list[str]:
+        """The timeframes whose closed candles the history table keeps."""
+        if not self.history:
+            return []
+        if self.history_timeframes is not None:
+            return list(self.history_timeframes)
+        return [tf for tf in self.timeframes if timeframe_ns(tf) >= 60 * NS_PER_SECOND]
 
 
 @dataclass(slots=True, frozen=True)
@@ -157,6 +178,9 @@ class CandleReject:
     event_time_ns: int
     watermark_ns: int
     reason: str = LATE_FOR_CANDLE
+    # position of the tick in the sequence given to this `apply` call (not part of equality:
+    # the same reject from a split feed has another index)
+    index: int = field(default=-1, compare=False)
 
 
 @dataclass(slots=True)
@@ -287,7 +311,11 @@ def apply(
     """
     emitted: list[Candle] = []
     rejects: list[CandleReject] = []
-    for tick in ticks:
+    lateness = params.lateness_ns
+    # Smallest watermark at which moving it does anything (emit or drop a window): below it
+    # the watermark is just set, so the per-tick path skips the scan of every window.
+    due = _due(book, params)
+    for index, tick in enumerate(ticks):
         if tick.symbol != book.symbol:
             raise ValueError(f"tick of {tick.symbol} fed to the candle book of {book.symbol}")
         t, bid, ask = tick.event_time_ns, tick.bid, tick.ask
@@ -299,9 +327,14 @@ def apply(
             if window is None:
                 if wm is not None and start + size + params.lateness_ns <= wm:
                     book.rejected[name] = book.rejected.get(name, 0) + 1
-                    rejects.append(CandleReject(book.symbol, book.source, name, t, wm))
+                    rejects.append(CandleReject(book.symbol, book.source, name, t, wm, index=index))
                     continue
                 window = windows[start] = WindowState.first(start, t, bid, ask)
+                end = start + size
+                # a new window is due at its end, or (emitted below) at its end + lateness
+                window_due = end if wm is None or end > wm else end + lateness
+                if due is None or window_due < due:
+                    due = window_due
             else:
                 window.add(t, bid, ask)
             if wm is not None and start + size <= wm:
@@ -309,8 +342,23 @@ def apply(
                 emitted.append(window.candle(book.symbol, book.source, name, size))
         candidate = t - params.delay_ns
         if wm is None or candidate > wm:
-            _move_watermark(book, candidate, params, emitted)
+            if due is not None and candidate >= due:
+                _move_watermark(book, candidate, params, emitted)
+                due = _due(book, params)
+            else:
+                book.watermark_ns = candidate
     return emitted, rejects
+
+
+def _due(book: CandleBook, params: CandleParams) -> int | None:
+    """The watermark at which the next window is emitted (its end) or dropped (end + lateness)."""
+    due = None
+    for name, size in params.timeframes:
+        for start, window in book.windows.get(name, {}).items():
+            d = start + size if window.revision < 0 else start + size + params.lateness_ns
+            if due is None or d < due:
+                due = d
+    return due
 
 
 def advance(book: CandleBook, watermark_ns: int, params: CandleParams) -> list[Candle]:

@@ -77,6 +77,7 @@ class BatchResult:
     rejected: list[Rejected] = field(default_factory=list)
     changed_clocks: set[str] = field(default_factory=set)
     accepted: int = 0
+    live_accepted: list[Tick] = field(default_factory=list)  # live: for per-broker candles
     records_by_source: dict[str, int] = field(default_factory=dict)  # input, for metrics
 
 
@@ -146,6 +147,13 @@ class TickProcessor:
         self.priorities = {name: b.priority for name, b in settings.brokers.items()}
         self.max_age_ns = round(settings.best_price.max_age_ms * NS_PER_MS)
         self.quality_params = QualityParams.from_settings(settings)
+        # asset class of each symbol whose market hours are known (quality skips closed time)
+        self.calendar_classes = {
+            symbol: inst.asset_class
+            for symbol, inst in settings.instruments.items()
+            if inst.asset_class in settings.market_hours.asset_classes
+            or inst.asset_class in settings.market_hours.calendars
+        }
         # Approved brokers only: a tick from any other source never reaches best price.
         self.approved_sources = frozenset({*settings.brokers, *settings.collectors, *importers})
 
@@ -173,6 +181,7 @@ class TickProcessor:
         params = self.quality_params
         best = state.best
         by_source = result.records_by_source
+        asset_class = self.calendar_classes.get(symbol)
         for index, record in enumerate(records):
             tick: Tick | None = None
             try:
@@ -199,12 +208,14 @@ class TickProcessor:
                             result.changed_clocks.add(source)
                         result.accepted += 1
                         if live:
+                            result.live_accepted.append(tick)
                             quality[source] = update_accepted(
                                 quality.get(source),
                                 event,
                                 tick.receive_time_ns,
                                 tick.ask - tick.bid,
                                 params,
+                                asset_class,
                             )
                             choice = choose_best(quotes, event, self.max_age_ns, self.priorities)
                             if choice is not None and choice != best:

@@ -11,6 +11,11 @@ All times are event/receive times from the data, so a replay gives the same numb
   as missing: received / (received + missing);
 - uptime: of the observed time (first to last accepted tick), the part covered by a fresh
   quote (each interval counts up to the best-price max age);
+- market hours: with a calendar for the symbol's asset class, an interval counts only its
+  open part (`MarketHours.market_gap_ns`), so a weekend, a daily break or a holiday is
+  neither a gap, nor missing ticks, nor downtime. Intervals no longer than both the gap and
+  the freshness threshold are taken as they are (the calendar is only asked about longer
+  ones, which keeps it off the per-tick path);
 - score: weighted mean of latency and spread scores (ref / (ref + value): 1 at zero, 0.5
   at the reference), uptime, completeness and 1 - reject rate.
 """
@@ -21,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.market_hours import MarketHours
 from app.core.models import NS_PER_MS, NS_PER_SECOND
 from app.core.state import BrokerStats
 from app.settings import Settings
@@ -35,6 +41,7 @@ class QualityParams:
     latency_ref_ms: float
     spread_ref_pips: float
     weights: tuple[float, float, float, float, float]
+    hours: MarketHours | None = None  # None: every interval counts in full
 
     @classmethod
     def from_settings(cls, settings: Settings) -> QualityParams:
@@ -49,13 +56,22 @@ class QualityParams:
             latency_ref_ms=q.latency_ref_ms,
             spread_ref_pips=q.spread_ref_pips,
             weights=(w.latency, w.spread, w.uptime, w.completeness, w.rejects),
+            hours=MarketHours(settings.market_hours),
         )
 
 
 def update_accepted(
-    stats: BrokerStats | None, event_ns: int, receive_ns: int, spread: int, params: QualityParams
+    stats: BrokerStats | None,
+    event_ns: int,
+    receive_ns: int,
+    spread: int,
+    params: QualityParams,
+    asset_class: str | None = None,
 ) -> BrokerStats:
-    """Count one accepted tick (in event-time order per broker and symbol)."""
+    """Count one accepted tick (in event-time order per broker and symbol).
+
+    asset_class: the instrument's, whose market-hours calendar discounts closed time.
+    """
     if stats is None:
         stats = BrokerStats()
     latency_ms = (receive_ns - event_ns) / NS_PER_MS
@@ -65,6 +81,12 @@ def update_accepted(
     else:
         stats.latency_ms += params.alpha * (latency_ms - stats.latency_ms)
         interval = event_ns - stats.last_ns
+        if (
+            asset_class is not None
+            and params.hours is not None
+            and (interval > params.gap_ns or interval > params.fresh_ns)
+        ):
+            interval = params.hours.market_gap_ns(asset_class, stats.last_ns, event_ns)
         if interval > params.gap_ns:
             stats.gaps += 1
             stats.missing += interval // params.expected_ns - 1

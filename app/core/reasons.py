@@ -11,6 +11,7 @@ STAGE_PARSE = "parse"  # the agent could not read a raw record
 STAGE_VALIDATE = "validate"  # a tick broke a validation rule
 STAGE_PROCESS = "process"  # an unexpected error while processing one record
 STAGE_CONTEXT = "context"  # the context agent could not read a provider answer
+STAGE_CANDLE = "candle"  # a valid tick came too late for a candle that is already final
 
 # Parse stage.
 MALFORMED_BATCH = "malformed_batch"
@@ -34,3 +35,6 @@ TOO_FREQUENT = "too_frequent"
 STALE = "stale"
 PRICE_JUMP = "price_jump"
 UNKNOWN_INSTRUMENT = "unknown_instrument"
+
+# Candle stage: the tick is in market-data-stream; only its candle window was final.
+LATE_FOR_CANDLE = "late_for_candle"

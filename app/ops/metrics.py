@@ -51,6 +51,16 @@ MARKET_OPEN = Gauge(
     "1 while the market of an asset class is open, 0 while closed (set by the market hours).",
     ["asset_class"],
 )
+CANDLES_OUT = Counter(
+    "ingest_candles_out_total",
+    "Candles written to market-candles (revisions included), per timeframe.",
+    ["timeframe"],
+)
+CANDLE_LATE_REJECTS = Counter(
+    "candle_late_rejects_total",
+    "Ticks refused by a candle timeframe because its window was final (late_for_candle).",
+    ["source", "timeframe"],
+)
 END_TO_END_SECONDS = Histogram(
     "ingest_end_to_end_latency_seconds",
     "From a source reading a tick off the wire to its best price being produced.",

@@ -17,6 +17,7 @@ RAW_HISTORICAL_TICKS = "raw.historical.ticks"
 MARKET_DATA_REJECTS = "market-data-rejects"
 MARKET_DATA_STREAM = "market-data-stream"
 MARKET_CONTEXT_STREAM = "market-context-stream"
+MARKET_CANDLES = "market-candles"  # protobuf Candle, key "<symbol>:<timeframe>"
 
 ALL_TOPIC_NAMES = (
     RAW_BROKER_TICKS,
@@ -25,6 +26,7 @@ ALL_TOPIC_NAMES = (
     MARKET_DATA_REJECTS,
     MARKET_DATA_STREAM,
     MARKET_CONTEXT_STREAM,
+    MARKET_CANDLES,
 )
 
 
@@ -47,6 +49,7 @@ raw_historical_ticks = _topic(RAW_HISTORICAL_TICKS)
 market_data_rejects = _topic(MARKET_DATA_REJECTS)
 market_data_stream = _topic(MARKET_DATA_STREAM)
 market_context_stream = _topic(MARKET_CONTEXT_STREAM)
+market_candles = _topic(MARKET_CANDLES)
 
 ALL_TOPICS = (
     raw_broker_ticks,
@@ -55,6 +58,7 @@ ALL_TOPICS = (
     market_data_rejects,
     market_data_stream,
     market_context_stream,
+    market_candles,
 )
 
 

@@ -8,7 +8,7 @@ the changelog on every merged write.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -28,6 +28,16 @@ class SymbolStateValue(msgspec.Struct, omit_defaults=True):
     best: BestChoice | None = None
     rejects: dict[str, int] = {}
     applied: dict[str, int] = {}
+    # candle book per source (app.core.candles.encode_book): in the same record as
+    # `applied`, so a replay after a crash rebuilds exactly the same candles
+    candles: dict[str, dict[str, Any]] = {}
+
+
+class CandleHistoryValue(msgspec.Struct, omit_defaults=True):
+    """candle-history "<symbol>:<timeframe>": the last closed candles per source, oldest
+    first, each as `candle_row` (a revision replaces the row of its window)."""
+
+    rows: dict[str, list[list[int]]] = {}
 
 
 class PartitionClocks(msgspec.Struct):
@@ -36,13 +46,15 @@ class PartitionClocks(msgspec.Struct):
     clocks: dict[str, int] = {}
 
 
-V = TypeVar("V", SymbolStateValue, PartitionClocks)
+V = TypeVar("V", SymbolStateValue, PartitionClocks, CandleHistoryValue)
 
 _encoder = msgspec.json.Encoder()
-_decoders = {t: msgspec.json.Decoder(t) for t in (SymbolStateValue, PartitionClocks)}
+_decoders = {
+    t: msgspec.json.Decoder(t) for t in (SymbolStateValue, PartitionClocks, CandleHistoryValue)
+}
 
 
-def encode(value: SymbolStateValue | PartitionClocks) -> bytes:
+def encode(value: SymbolStateValue | PartitionClocks | CandleHistoryValue) -> bytes:
     return _encoder.encode(value)
 
 

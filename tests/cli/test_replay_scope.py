@@ -25,7 +25,11 @@ def test_every_table_belongs_to_exactly_one_raw_topic_or_is_never_cleared() -> N
 
 def test_scope_per_topic() -> None:
     derived = derived_state()
-    assert derived["raw.broker.ticks"].tables == ["symbol-state", "partition-state"]
+    assert derived["raw.broker.ticks"].tables == [
+        "symbol-state",
+        "partition-state",
+        "candle-history",
+    ]
     assert derived["raw.historical.ticks"].tables == [
         "historical-symbol-state",
         "historical-partition-state",

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import json
 
-from app.ops.web.status import SILENT_S, StatusFeed, _parse_fingerprint, broker_level, event
+from app.ops.web.status import (
+    SILENT_S,
+    StatusFeed,
+    _parse_fingerprint,
+    broker_level,
+    event,
+    markets_closed,
+)
 
 
 def test_broker_level_red_when_down_or_silent_grey_when_disabled() -> None:
@@ -15,6 +22,15 @@ def test_broker_level_red_when_down_or_silent_grey_when_disabled() -> None:
     for status in ("connecting", "reconnecting", "auth_failed", "no_token"):
         assert broker_level({"status": status, "seconds_since_last_message": 0.1}) == "down"
     assert broker_level({"status": "disabled"}) == "off"
+    assert broker_level(silent, markets_closed=True) == "off"  # a weekend, not an outage
+
+
+def test_markets_closed_follows_the_calendar() -> None:
+    saturday_noon = 1_798_891_200_000_000_000  # 2027-01-02 12:00 UTC
+    wednesday_noon = 1_798_632_000_000_000_000  # 2026-12-30 12:00 UTC
+    assert markets_closed(["EURUSD", "USDJPY"], saturday_noon)
+    assert not markets_closed(["EURUSD", "USDJPY"], wednesday_noon)
+    assert not markets_closed(["NOSUCH"], saturday_noon)  # unknown: never excused
 
 
 def test_context_fingerprint_gives_value_and_time() -> None:

@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from app.cli.historical import topic_partitions
+from app.core.candle_feed import CANDLE_FLUSH_FORMAT
 from app.sources.dukascopy.bi5 import encode_bi5, hour_path
 from app.wire import codec
 from devstack.stack import StackConfig
@@ -114,6 +115,8 @@ async def topic_ticks(stack: StackConfig) -> list[tuple[int, int, int]]:
     for message in found:
         assert message.key == b"EURUSD"
         for record in codec.decode_raw_batch(message.value).records:
+            if record.format == CANDLE_FLUSH_FORMAT:  # end of a complete import (candles)
+                continue
             assert (record.source, record.format) == ("dukascopy", "tick")
             out.append((record.tick.event_time_ns, record.tick.ask_e9, record.tick.bid_e9))
     return out

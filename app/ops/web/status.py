@@ -34,6 +34,7 @@ from faust.web import Request, Response, View
 from mode import Service
 
 from app.core.state import BestChoice
+from app.ops.market_hours_service import HOURS
 from app.ops.metrics import REJECTS
 from app.ops.runtime import health
 from app.ops.web.tables import _best_json, _pip, _reject_summary, compare
@@ -67,8 +68,9 @@ def node_modules() -> Path | None:
     return None
 
 
-def broker_level(state: dict[str, Any]) -> str:
-    """ok / down / off: what colour a broker's row gets (silent feeds are down too)."""
+def broker_level(state: dict[str, Any], markets_closed: bool = False) -> str:
+    """ok / down / off: what colour a broker's row gets (silent feeds are down too, unless
+    every market the broker quotes is closed: a quiet feed on a weekend is expected)."""
     status = state.get("status")
     if status == "disabled":
         return "off"
@@ -76,8 +78,14 @@ def broker_level(state: dict[str, Any]) -> str:
         return "down"
     idle = state.get("seconds_since_last_message")
     if idle is not None and idle >= SILENT_S:
-        return "down"
+        return "off" if markets_closed else "down"
     return "ok"
+
+
+def markets_closed(symbols: list[str], now_ns: int) -> bool:
+    """True when the market of every one of `symbols` is closed now (calendar in config)."""
+    classes = {settings.instruments[s].asset_class for s in symbols if s in settings.instruments}
+    return bool(classes) and not any(HOURS.is_open(c, now_ns) for c in classes)
 
 
 def _parse_fingerprint(fingerprint: str) -> tuple[str, int | None]:
@@ -168,8 +176,12 @@ class StatusFeed(Service):
     def snapshot(self, best_items: list[tuple[str, BestChoice]] | None = None) -> dict[str, Any]:
         """Everything the page shows; `best_items` are the rows just sampled for the chart."""
         report = health.report()
+        now_ns = time.time_ns()
         brokers = {
-            name: {**state, "level": broker_level(state)}
+            name: {
+                **state,
+                "level": broker_level(state, markets_closed(state.get("symbols") or [], now_ns)),
+            }
             for name, state in sorted((report.get("broker_connections") or {}).items())
         }
         best = {}

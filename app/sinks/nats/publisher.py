@@ -49,6 +49,8 @@ class _Pending:
     payload: bytes
     msg_id: str
     on_acked: AckCallback
+    # Called with the stream sequence before `on_acked` (JetStream only).
+    on_stored: Callable[[int], None] | None = None
     # Local key of the pending map: two Kafka messages may carry the same bytes (a
     # re-produced duplicate) and so the same msg_id, and each needs its own ack.
     seq: int = 0
@@ -121,7 +123,12 @@ class NatsPublisher(Service):
         self.connection_state = "closed"
 
     async def submit(
-        self, subject: str, payload: bytes, msg_id: str, on_acked: AckCallback
+        self,
+        subject: str,
+        payload: bytes,
+        msg_id: str,
+        on_acked: AckCallback,
+        on_stored: Callable[[int], None] | None = None,
     ) -> None:
         """Hand one message over; returns when it is in flight (waits while the window is full).
 
@@ -129,7 +136,7 @@ class NatsPublisher(Service):
         or after the client took it (core). It is never called for a message that was not.
         """
         await self._slots.acquire()
-        item = _Pending(subject, payload, msg_id, on_acked, next(self._seq))
+        item = _Pending(subject, payload, msg_id, on_acked, on_stored, next(self._seq))
         if not self.jetstream:
             await self._publish_core(item)
             return
@@ -180,8 +187,11 @@ class NatsPublisher(Service):
         del self._pending[item.seq]
         self._slots.release()
         self.acked += 1
-        if future.result().duplicate:
+        ack = future.result()
+        if ack.duplicate:
             self.duplicates += 1
+        if item.on_stored is not None:
+            item.on_stored(ack.seq)
         item.on_acked()
 
     def _retry_later(self, item: _Pending, exc: BaseException) -> None:

@@ -49,6 +49,47 @@ def context_subject(prefix: str, payload: bytes) -> str:
     return f"{prefix}.context.{subject_token(provider)}"
 
 
+def candle_subject(prefix: str, payload: bytes) -> str:
+    """`<prefix>.candles.<timeframe>.<symbol>` for a best-price candle (source
+    `data-ingestion`), `<prefix>.candles.<timeframe>.<symbol>.<source>` for a broker's or a
+    history source's: `<prefix>.candles.1m.*` is every best-price 1 min candle and
+    `<prefix>.candles.1m.EURUSD.>` every per-source one of EURUSD."""
+    try:
+        c = codec.decode_candle(payload)
+    except DecodeError as exc:
+        raise WireFormatError(f"not a Candle: {exc}") from exc
+    subject = f"{prefix}.candles.{subject_token(c.timeframe)}.{subject_token(c.symbol)}"
+    if c.source == codec.OUTPUT_SOURCE:
+        return subject
+    return f"{subject}.{subject_token(c.source)}"
+
+
+def candle_message_id(payload: bytes) -> str:
+    """`candle:<source>:<symbol>:<timeframe>:<start_ns>:<revision>`: one id per revision of
+    a window, the same whenever the pipeline re-produces it; bytes that are not a Candle
+    fall back to the digest."""
+    try:
+        c = codec.decode_candle(payload)
+    except DecodeError:
+        return message_id(payload)
+    return f"candle:{c.source}:{c.symbol}:{c.timeframe}:{c.start_ns}:{c.revision}"
+
+
+def last_value_key(subject: str, prefix: str) -> str | None:
+    """The `market-last` KV key a published subject updates, or None.
+
+    `<prefix>.data-ingestion.ticks` (key: the symbol, read from the Kafka key by the
+    caller) -> "best"; `<prefix>.candles.<tf>.<symbol>` -> "candle.<tf>.<symbol>".
+    """
+    rest = subject[len(prefix) + 1 :]
+    if rest == f"{codec.OUTPUT_SOURCE}.ticks":
+        return "best"
+    parts = rest.split(".")
+    if len(parts) == 3 and parts[0] == "candles":
+        return f"candle.{parts[1]}.{parts[2]}"
+    return None
+
+
 def message_id(payload: bytes) -> str:
     """`Nats-Msg-Id` of one message: a digest of its bytes.
 
