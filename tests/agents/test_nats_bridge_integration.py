@@ -98,7 +98,7 @@ async def stream_count(js: JetStreamContext, name: str) -> int:
         return 0
 
 
-async def wait_count(js: JetStreamContext, name: str, n: int, timeout: float = 30.0) -> int:
+async def wait_count(js: JetStreamContext, name: str, n: int, timeout: float = 90.0) -> int:
     """Wait until the stream holds `n` messages, then a little longer to see any surplus."""
     deadline = time.monotonic() + timeout
     count = 0
