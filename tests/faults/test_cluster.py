@@ -11,7 +11,7 @@ by message (market-data-stream, rejects, JetStream, table views):
     id and its node id; it must catch up until it is back in every partition's ISR.
 
 Lost must be 0 and the worker must be the same process throughout (it never restarts).
-The cluster has its own run dir and ports (TEST_PORT_BASE + 3xx), next to the suite's
+The cluster has its own run dir and ports (TEST_PORT_BASE + 642..682), next to the suite's
 single broker.
 """
 
@@ -69,15 +69,17 @@ CLUSTER_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster() -> Iterator[StackConfig]:
-    """Three combined broker+controller nodes and a NATS of their own, for this module."""
+    """Three combined broker+controller nodes and a NATS of their own, for this module
+    (stopped after it: three JVMs). Ports clear of the session stack (+92/+93/+222/+822),
+    the secured stack (+392/+393/+322/+422) and test_stack's (+592/+593/+722/+800)."""
     cfg = StackConfig(
         run_dir=REPO / ".run" / f"test-cluster-{PORT_BASE}",
-        kafka_port=PORT_BASE + 392,  # nodes on +392, +402, +412
-        controller_port=PORT_BASE + 393,  # +393, +403, +413
-        nats_port=PORT_BASE + 322,
-        nats_monitor_port=PORT_BASE + 382,
+        kafka_port=PORT_BASE + 642,  # nodes on +642, +652, +662
+        controller_port=PORT_BASE + 643,  # +643, +653, +663
+        nats_port=PORT_BASE + 672,
+        nats_monitor_port=PORT_BASE + 682,
         brokers=3,
         timeout=180,
     )
