@@ -66,6 +66,7 @@ SYMBOL_TICKS = {
     symbol: SYMBOL_TICKS_IN.labels(symbol, instrument.asset_class)
     for symbol, instrument in settings.instruments.items()
 }
+CANDLES_ON = settings.candles.enabled
 CANDLE_PARAMS = CandleParams.from_settings(settings.candles)
 CANDLE_HISTORY = settings.candles.history
 HISTORY_TIMEFRAMES = frozenset(settings.candles.kept_history())
@@ -214,7 +215,8 @@ class TickGroup:
         flush = flush_of(records)
         if flush is not None:
             # end of an import: the source's last windows leave; no tick, no reject
-            self._emit(loaded.candles.advance(*flush), event)
+            if CANDLES_ON:
+                self._emit(loaded.candles.advance(*flush), event)
             return
         result = self.processor.process(
             symbol, records, topic, partition, offset, loaded.state, self.live
@@ -222,7 +224,7 @@ class TickGroup:
         if result.changed_clocks:
             part.event = event
         self._collect(out_key, result, topic, partition, offset)
-        if result.accepted:
+        if result.accepted and CANDLES_ON:
             self._candles(out_key, loaded.candles, result, event)
         self.records += len(records)
         last = records[-1]

@@ -64,6 +64,8 @@ class CandleSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Off: no books, no market-candles output (e.g. a deployment that only wants ticks).
+    enabled: bool = True
     timeframes: list[str] = ["1s", "1m", "5m", "1h"]
     # Watermark = newest event time - watermark_delay_ms: how long a window waits for
     # out-of-order ticks before its first emission.

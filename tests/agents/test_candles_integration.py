@@ -53,6 +53,7 @@ BEST = codec.OUTPUT_SOURCE
 def env_of(tag: str) -> dict[str, str]:
     return {
         **nats_env(tag),
+        "INGEST__CANDLES__ENABLED": "true",  # nats_env turns them off for the fault suite
         "INGEST__NATS__LAST_VALUE_BUCKET": f"last-{tag}",
         # 12 s of ticks close no 1 min window: keep 1 s history for the view in this test
         "INGEST__CANDLES__HISTORY_TIMEFRAMES": '["1s", "1m"]',

@@ -27,7 +27,7 @@ from devstack.stack import StackConfig
 from tests.faults.conftest import FAST_REBALANCE
 from tests.support.faults_b import BROKERS, wait_for
 from tests.support.kafka import create_topics, read_topic
-from tests.support.pipeline import jetstream_count, jetstream_messages, wait_committed
+from tests.support.pipeline import jetstream_count, jetstream_messages, nats_env, wait_committed
 from tests.support.worker import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
@@ -104,10 +104,9 @@ async def prepare(bootstrap: str, prefix: str, stream: str) -> dict[str, str]:
     """The pipeline's topics (4 partitions) and a worker env publishing to `stream`."""
     await create_topics(bootstrap, [RAW_BROKER_TICKS, MARKET_DATA_STREAM, MARKET_DATA_REJECTS], 4)
     return {
+        **nats_env("unused"),  # timeouts and candles off, as in the other fault scenarios
         "INGEST__NATS__SUBJECT_PREFIX": prefix,
         "INGEST__NATS__STREAM_NAME": stream,
-        "INGEST__NATS__ACK_TIMEOUT_S": "2",
-        "INGEST__NATS__RECONNECT_WAIT_S": "0.5",
     }
 
 

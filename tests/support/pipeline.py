@@ -373,6 +373,9 @@ def nats_env(tag: str) -> dict[str, str]:
         "INGEST__NATS__STREAM_NAME": f"F{tag.upper()}",
         "INGEST__NATS__ACK_TIMEOUT_S": "2",
         "INGEST__NATS__RECONNECT_WAIT_S": "0.5",
+        # The scenarios compare JetStream with market-data-stream message for message;
+        # candles have end-to-end and replay tests of their own (tests/agents).
+        "INGEST__CANDLES__ENABLED": "false",
     }
 
 
