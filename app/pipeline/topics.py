@@ -7,9 +7,16 @@ exist when a worker starts is otherwise silently skipped until the next restart.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import faust
+from aiokafka.errors import KafkaError
 
 from app.pipeline.faust_app import app, settings
+from app.sources.contract import Backoff
+
+log = logging.getLogger(__name__)
 
 RAW_BROKER_TICKS = "raw.broker.ticks"
 RAW_EXTERNAL_DATA = "raw.external.data"
@@ -70,5 +77,19 @@ async def declare_all() -> None:
 
 @app.task
 async def declare_topics_at_start() -> None:
-    """Producers (sources, rejects) must not race a missing topic at start-up."""
-    await declare_all()
+    """Producers (sources, rejects) must not race a missing topic at start-up.
+
+    A broker that dies meanwhile (a cluster losing a node) must not crash the worker: the
+    declaration is idempotent, so it is tried again until the cluster answers.
+    """
+    backoff = Backoff(0.5, 10.0)
+    attempt = 0
+    while True:
+        try:
+            await declare_all()
+            return
+        except KafkaError as exc:
+            attempt += 1
+            delay = backoff.delay(attempt)
+            log.warning("declaring topics failed (%r); again in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
