@@ -79,6 +79,7 @@ async def test_counters_move_when_ticks_flow(
     env = {
         "INGEST__NATS__STREAM_NAME": f"M{app_id[5:].upper()}",
         "INGEST__NATS__SUBJECT_PREFIX": f"m{app_id[5:]}",
+        "INGEST__CANDLES__ENABLED": "false",  # the bridge counts the tick messages only
     }
     with Worker(clean_kafka, tmp_path, app_id, env=env) as worker:
         before = worker.get_text("/metrics")
