@@ -8,6 +8,7 @@ produced == accepted + rejected exactly, with each bad record in market-data-rej
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import time
@@ -203,8 +204,16 @@ async def test_ten_thousand_hostile_records_all_accounted(
             every=1,
         )
         elapsed = time.monotonic() - started
+        # Processed counts at acknowledgement; the tables (what /tables/quality reads) are
+        # written after it, merged per write interval: read until two reads agree.
+        accepted = -1
+        for _ in range(60):
+            await asyncio.sleep(1)
+            again = accepted_by_quality(worker.get_json("/tables/quality"))
+            if again == accepted:
+                break
+            accepted = again
         health = worker.health()
-        accepted = accepted_by_quality(worker.get_json("/tables/quality"))
         alive = worker.proc.poll() is None  # type: ignore[union-attr]
         log = worker.log_path.read_text(errors="replace")
 
