@@ -12,13 +12,14 @@ upgrade. The adaptations:
    in its own bookkeeping, so aiokafka keeps fetching every assigned partition, including
    the changelogs of the worker's own active tables, which it writes and never reads after
    recovery (measured at 200 single-tick messages/s: worker CPU 58% -> 44%).
-3. **Autodiscovery errors are fatal** (`fail_on_discovery_error`). faust logs a module that
+3. **faust's dummy index unmounted** (`drop_dummy_index`), so the status page serves `/`.
+4. **Autodiscovery errors are fatal** (`fail_on_discovery_error`). faust logs a module that
    fails to import during autodiscovery as a warning and starts without its agents,
    tables or views: a worker that says "Ready" and processes nothing.
-4. **Current event** (`in_event`). faust takes a table key's partition, for writes and for
+5. **Current event** (`in_event`). faust takes a table key's partition, for writes and for
    RocksDB reads, from the event being processed; the delivery engine reads and writes
    state outside faust's own iteration, so it sets that event itself.
-5. **Idempotent producer** (`enable_idempotence`). faust 0.15.3 has no setting for it and
+6. **Idempotent producer** (`enable_idempotence`). faust 0.15.3 has no setting for it and
    turns it on only inside transactions (`Producer._settings_extra`). With acks=all on a
    replicated cluster, a send retried after a leader change would otherwise be written
    twice; with idempotence the broker drops the producer's own retried batches.
@@ -41,6 +42,7 @@ import faust.streams
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.web import base as faust_web_base
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ def _problems() -> list[str]:
         problems.append("faust App.discover no longer reports import errors to a hook")
     if not callable(getattr(faust_aiokafka.Producer, "_settings_extra", None)):
         problems.append("faust's aiokafka Producer._settings_extra is gone")
+    if "self._enabled = list(initial)" not in inspect.getsource(faust_web_base.BlueprintManager):
+        problems.append("faust's web BlueprintManager no longer keeps its list in _enabled")
     if not isinstance(getattr(faust.streams, "_current_event", None), contextvars.ContextVar):
         problems.append("faust.streams._current_event is no longer a ContextVar")
     return problems
@@ -159,6 +163,17 @@ def in_event(event: faust.EventT) -> Iterator[None]:
         yield
     finally:
         faust.streams._current_event.reset(token)
+
+
+def drop_dummy_index(app: faust.App) -> None:
+    """Unmount faust's placeholder `GET /` ({"status": "OK"}) so the status page can take `/`.
+
+    faust has no setting for it: the blueprint is removed from its web manager's list.
+    """
+    blueprints = app.web.blueprints
+    blueprints._enabled = [
+        (prefix, bp) for prefix, bp in blueprints._enabled if "production_index" not in str(bp)
+    ]
 
 
 class DiscoveryError(RuntimeError):

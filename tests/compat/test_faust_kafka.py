@@ -139,3 +139,27 @@ def test_check_sees_discovery_no_longer_reporting_errors(monkeypatch: pytest.Mon
     monkeypatch.setattr(faust.App, "discover", discover)
     with pytest.raises(faust_kafka.CompatError, match="discover"):
         faust_kafka.check_installed()
+
+
+def test_dummy_index_is_unmounted_from_a_real_faust_app() -> None:
+    app = faust.App("compat-web", broker="kafka://127.0.0.1:1")
+
+    def mounted() -> list[str]:
+        return [str(bp) for _prefix, bp in app.web.blueprints._enabled]
+
+    assert any("production_index" in bp for bp in mounted())  # faust's own placeholder
+    faust_kafka.drop_dummy_index(app)
+    assert not any("production_index" in bp for bp in mounted())
+    assert mounted()  # the other blueprints stay
+
+
+def test_check_sees_the_blueprint_list_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    from faust.web import base
+
+    class Manager:  # a BlueprintManager that keeps its blueprints some other way
+        def __init__(self) -> None:
+            self.mounted: list[str] = []
+
+    monkeypatch.setattr(base, "BlueprintManager", Manager)
+    with pytest.raises(faust_kafka.CompatError, match="BlueprintManager"):
+        faust_kafka.check_installed()

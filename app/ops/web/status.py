@@ -33,6 +33,7 @@ from aiohttp import web as aioweb
 from faust.web import Request, Response, View
 from mode import Service
 
+from app.compat.faust_kafka import drop_dummy_index
 from app.core.state import BestChoice
 from app.ops.market_hours_service import HOURS
 from app.ops.metrics import REJECTS
@@ -294,18 +295,9 @@ feed = StatusFeed()
 app.service(feed)  # type: ignore[arg-type]  # faust starts/stops instances too
 
 
-def _drop_dummy_index() -> None:
-    """faust mounts a dummy `GET /` ({"status": "OK"}); the status page takes its place.
-
-    With faust's statistics pages on (`web_stats_enabled`), they keep `/` and the page is
-    at `/ui/` only."""
-    blueprints = app.web.blueprints
-    blueprints._enabled = [
-        (prefix, bp) for prefix, bp in blueprints._enabled if "production_index" not in str(bp)
-    ]
-
-
-_drop_dummy_index()
+# faust's dummy `GET /` gives way to the status page (an adaptation: app/compat). With
+# faust's statistics pages on (`web_stats_enabled`), they keep `/` and the page is at /ui/.
+drop_dummy_index(app)
 _SERVE_ROOT = not app.conf.web_stats_enabled
 
 
