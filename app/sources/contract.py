@@ -7,6 +7,8 @@ A client (one per configured broker) reads a provider stream and hands raw recor
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -143,3 +145,17 @@ class ConnectionState:
             "symbols": self.symbols,
             "active_symbols": sorted(self.active_symbols),
         }
+
+
+class Closable:
+    """A client's reconnect loop that `close()` ends: `_sleep` waits out a backoff delay
+    unless the client is closed meanwhile. Subclasses set `self._closing`."""
+
+    _closing: asyncio.Event
+
+    async def close(self) -> None:
+        self._closing.set()
+
+    async def _sleep(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closing.wait(), delay)

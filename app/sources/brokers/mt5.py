@@ -43,7 +43,7 @@ from rpyc.utils.factory import connect_stream
 from app.core.models import Tick, parse_price
 from app.core.reasons import STAGE_SOURCE
 from app.settings import BrokerSettings
-from app.sources.contract import Backoff, ConnectionState, RecordSink
+from app.sources.contract import Backoff, Closable, ConnectionState, RecordSink
 from app.wire import codec
 
 log = logging.getLogger(__name__)
@@ -310,7 +310,7 @@ class SessionEnded(Exception):
         self.delay = delay
 
 
-class Mt5Client:
+class Mt5Client(Closable):
     """One MT5 terminal account, polled until `close()`; reconnects with backoff.
 
     A refused login (last_error -6) shows as `auth_failed` with the terminal's error and
@@ -354,13 +354,6 @@ class Mt5Client:
             log.info("%s: reconnecting in %.2fs", self.name, delay)
             await self._sleep(delay)
         self.state.set_status("stopped")
-
-    async def close(self) -> None:
-        self._closing.set()
-
-    async def _sleep(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), delay)
 
     def _fail(self, status: str, error: str, retry_in: float) -> float:
         self.state.set_error(status, error)

@@ -8,7 +8,6 @@ not necessarily the first ones in the line.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -25,7 +24,7 @@ from app.core.errors import ParseError, ProviderError
 from app.core.models import Tick, normalise_symbol, parse_price, parse_rfc3339_ns
 from app.core.reasons import NOT_A_TICK, STAGE_SOURCE
 from app.settings import BrokerSettings
-from app.sources.contract import Backoff, ConnectionState, RecordSink
+from app.sources.contract import Backoff, Closable, ConnectionState, RecordSink
 from app.wire import codec
 
 log = logging.getLogger(__name__)
@@ -197,7 +196,7 @@ class StreamEnded(Exception):
     """The server closed the stream (or it went silent) while it should be streaming."""
 
 
-class OandaPriceStream:
+class OandaPriceStream(Closable):
     """One OANDA v20 pricing-stream connection of one broker, kept alive until `close()`.
 
     Reconnects with capped, jittered backoff on network errors, 5xx, end of stream and
@@ -239,13 +238,6 @@ class OandaPriceStream:
                 log.info("%s: reconnecting in %.2fs", self.name, delay)
                 await self._sleep(delay)
         self.state.set_status("stopped")
-
-    async def close(self) -> None:
-        self._closing.set()
-
-    async def _sleep(self, delay: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), delay)
 
     async def _connect_once(self, session: aiohttp.ClientSession) -> float:
         """One connection attempt and its stream; returns how long to wait before the next."""
