@@ -115,6 +115,17 @@ class KafkaSettings(Section):
         return self
 
 
+class RawWriterSettings(Section):
+    """How sources batch raw records into Kafka messages (app/sources/raw_writer.py)."""
+
+    # Wait this long at an idle partition before sending, so that the records of other
+    # symbols of the partition arriving meanwhile share the message (0: send at once).
+    linger_ms: float = Field(0.0, ge=0, le=1000)
+    max_records: int = Field(500, gt=0)
+    max_bytes: int = Field(524_288, gt=1024, le=1_000_000)
+    max_buffered: int = Field(100_000, gt=0)
+
+
 class NatsSettings(Section):
     url: str = "nats://127.0.0.1:4222"
     subject_prefix: str = "market"
@@ -315,6 +326,7 @@ class Settings(Section):
     service: ServiceSettings = ServiceSettings()
     kafka: KafkaSettings = KafkaSettings()
     nats: NatsSettings = NatsSettings()
+    raw_writer: RawWriterSettings = RawWriterSettings()
     brokers: dict[str, Annotated[BrokerSettings, BeforeValidator(_broker_of_its_kind)]] = {}
     instruments: dict[str, InstrumentSettings] = {}
     validation: ValidationSettings = ValidationSettings()

@@ -45,6 +45,7 @@ from app.sinks.nats.subjects import (
     subject_token,
 )
 from app.tables.bridge import bridge_published
+from app.wire import codec
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,18 @@ def _ack_callback(event: EventT, tp: str, offset: int) -> Callable[[], None]:
     return acked
 
 
-def _last_value(key: str, symbol: bytes | None, subject: str, payload: bytes) -> Any:
-    """`on_stored` that offers the message to the `market-last` bucket (docs/last-value.md)."""
+def _last_value(key: str, message_key: bytes | None, subject: str, payload: bytes) -> Any:
+    """`on_stored` that offers the message to the `market-last` bucket (docs/last-value.md).
+
+    A best-price message of several symbols is the latest for each of them."""
     if key == "best":
-        key = f"best.{subject_token((symbol or b'').decode('utf-8', 'replace'))}"
+        keys = [f"best.{subject_token(symbol)}" for symbol in codec.key_symbols(message_key)]
+    else:
+        keys = [key]
 
     def stored(seq: int) -> None:
-        last_values.offer(key, seq, subject, payload)
+        for each in keys:
+            last_values.offer(each, seq, subject, payload)
 
     return stored
 

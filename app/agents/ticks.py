@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import faust
@@ -23,7 +23,13 @@ from app.compat.faust_kafka import in_event
 from app.core.candle_feed import SymbolCandles, flush_of, late_ticks, merge_history
 from app.core.candles import Candle, CandleParams
 from app.core.models import Tick
-from app.core.processor import BatchResult, Rejected, SymbolState, TickProcessor
+from app.core.processor import (
+    BatchResult,
+    Rejected,
+    SymbolState,
+    TickProcessor,
+    records_by_symbol,
+)
 from app.core.reasons import LATE_FOR_CANDLE, MALFORMED_BATCH, STAGE_CANDLE, STAGE_PARSE
 from app.ops.metrics import (
     CANDLE_LATE_REJECTS,
@@ -96,6 +102,23 @@ class _Partition:
     event: faust.EventT | None = None  # the group's last event that changed them
 
 
+@dataclass(slots=True)
+class MessageOutputs:
+    """What one raw message produces: per stream source, the symbols (in order of first
+    appearance) and their ticks; and the rejections, each keyed by its symbol."""
+
+    streams: dict[str, tuple[list[bytes], list[Any]]] = field(default_factory=dict)
+    rejections: list[tuple[bytes, Rejected]] = field(default_factory=list)
+
+    def add(self, source: str, key: bytes, items: Sequence[Any]) -> None:
+        entry = self.streams.get(source)
+        if entry is None:
+            entry = self.streams[source] = ([], [])
+        if key not in entry[0]:
+            entry[0].append(key)
+        entry[1].extend(items)
+
+
 class InFlight:
     """State changed by groups whose writes are not made yet.
 
@@ -142,7 +165,7 @@ class TickGroup:
         self.partition_table = partition_state if live else historical_partition_state
         self.loaded: dict[bytes, _Loaded] = {}
         self.partitions: dict[bytes, _Partition] = {}
-        self.outputs: list[tuple[faust.TopicT, bytes, bytes]] = []
+        self.outputs: list[tuple[faust.TopicT, bytes, bytes, int | None]] = []
         self.writes: list[StateWrite] = []
         self.records = 0
         self.last_receive_ns = 0
@@ -180,20 +203,17 @@ class TickGroup:
         return loaded
 
     def add(self, event: faust.EventT) -> None:
-        """Process one raw message; outputs are collected, nothing is written yet."""
+        """Process one raw message; outputs are collected, nothing is written yet.
+
+        A message may hold records of several symbols of its partition (the raw writer
+        batches per partition): each symbol's records go through the rules with that
+        symbol's state, and the message's outputs are one MarketDataStream per stream
+        source holding every symbol's ticks, in the message's partition.
+        """
         key, value, message = event.key, event.value, event.message
         topic, partition, offset = message.topic, message.partition, message.offset
         out_key = key or b""
         part = self._partition(f"{topic}/{partition}".encode(), event)
-        loaded = self._load(out_key, event, part.clocks)
-        applied = loaded.applied.get(str(partition), -1)
-        if offset <= applied:
-            log.info("skip %s/%d@%d: already applied (at %d)", topic, partition, offset, applied)
-            return
-        loaded.applied[str(partition)] = offset
-        loaded.event = event
-        loaded.changed = True
-        symbol = out_key.decode("utf-8", "replace")
         try:
             records = list(codec.decode_raw_batch(value).records)
             if not records:
@@ -201,6 +221,9 @@ class TickGroup:
                 # nothing to process, but the message must not vanish without a trace.
                 raise ValueError("no records")
         except Exception as exc:  # protobuf's DecodeError, or anything else undecodable
+            loaded = self._apply(out_key, event, part, offset)
+            if loaded is None:
+                return
             rejected = Rejected(
                 [MALFORMED_BATCH],
                 f"undecodable RawBatch: {exc!r:.300}",
@@ -210,46 +233,99 @@ class TickGroup:
             )
             counts = loaded.state.rejects
             counts[MALFORMED_BATCH] = counts.get(MALFORMED_BATCH, 0) + 1
-            self._collect(out_key, BatchResult(rejected=[rejected]), topic, partition, offset)
+            outputs = MessageOutputs()
+            self._collect(outputs, out_key, BatchResult(rejected=[rejected]))
+            self._send(outputs, partition, topic, offset)
             return
-        flush = flush_of(records)
-        if flush is not None:
-            # end of an import: the source's last windows leave; no tick, no reject
-            if CANDLES_ON:
-                self._emit(loaded.candles.advance(*flush), event)
-            return
-        result = self.processor.process(
-            symbol, records, topic, partition, offset, loaded.state, self.live
-        )
-        if result.changed_clocks:
-            part.event = event
-        self._collect(out_key, result, topic, partition, offset)
-        if result.accepted and CANDLES_ON:
-            self._candles(out_key, loaded.candles, result, event)
-        self.records += len(records)
+        by_symbol = records_by_symbol(records, out_key)
+        outputs = MessageOutputs()
+        for symbol_key, (indices, symbol_records) in by_symbol.items():
+            loaded = self._apply(symbol_key, event, part, offset)
+            if loaded is None:
+                continue
+            flush = flush_of(symbol_records)
+            if flush is not None:
+                # end of an import: the source's last windows leave; no tick, no reject
+                if CANDLES_ON:
+                    self._emit(loaded.candles.advance(*flush), event)
+                continue
+            symbol = symbol_key.decode("utf-8", "replace")
+            result = self.processor.process(
+                symbol,
+                symbol_records,
+                topic,
+                partition,
+                offset,
+                loaded.state,
+                self.live,
+                indices if len(by_symbol) > 1 else None,
+            )
+            if result.changed_clocks:
+                part.event = event
+            self._collect(outputs, symbol_key, result)
+            if result.accepted and CANDLES_ON:
+                self._candles(symbol_key, loaded.candles, result, event)
+            self.records += len(symbol_records)
+            for source, count in result.records_by_source.items():
+                TICKS_IN.child(source).inc(count)
+            if self.live and symbol in SYMBOL_TICKS:
+                SYMBOL_TICKS[symbol].inc(len(symbol_records))
+        self._send(outputs, partition, topic, offset)
         last = records[-1]
         self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
-        for source, count in result.records_by_source.items():
-            TICKS_IN.child(source).inc(count)
-        if self.live and symbol in SYMBOL_TICKS:
-            SYMBOL_TICKS[symbol].inc(len(records))
 
-    def _collect(
-        self, key: bytes, result: BatchResult, topic: str, partition: int, offset: int
-    ) -> None:
+    def _apply(
+        self, key: bytes, event: faust.EventT, part: _Partition, offset: int
+    ) -> _Loaded | None:
+        """The symbol's state to apply this message to; None if it is applied already."""
+        loaded = self._load(key, event, part.clocks)
+        partition = str(event.message.partition)
+        applied = loaded.applied.get(partition, -1)
+        if offset <= applied:
+            log.info(
+                "skip %s/%s@%d for %r: already applied (at %d)",
+                event.message.topic,
+                partition,
+                offset,
+                key,
+                applied,
+            )
+            return None
+        loaded.applied[partition] = offset
+        loaded.event = event
+        loaded.changed = True
+        return loaded
+
+    def _collect(self, outputs: MessageOutputs, key: bytes, result: BatchResult) -> None:
+        """A symbol's share of the message's outputs; its rejections go out at once."""
         if result.emitted:
-            self.outputs.append((market_data_stream, key, codec.encode_market_data(result.emitted)))
+            outputs.add(codec.OUTPUT_SOURCE, key, result.emitted)
             TICKS_OUT.child(codec.OUTPUT_SOURCE).inc(len(result.emitted))
         for source, ticks in result.passed.items():
-            self.outputs.append((market_data_stream, key, codec.encode_source_ticks(source, ticks)))
+            outputs.add(source, key, ticks)
             TICKS_OUT.child(source).inc(len(ticks))
         for rej in result.rejected:
+            outputs.rejections.append((key, rej))
+            for reason in rej.reasons:
+                REJECTS.labels(rej.stage, reason).inc()
+
+    def _send(self, outputs: MessageOutputs, partition: int, topic: str, offset: int) -> None:
+        """The message's outputs, in a deterministic order (bytes are a function of the
+        message and the state: a re-processed message re-produces the same bytes)."""
+        for source, (keys, items) in outputs.streams.items():
+            value = (
+                codec.encode_market_data(items)
+                if source == codec.OUTPUT_SOURCE
+                else codec.encode_source_ticks(source, items)
+            )
+            # several symbols: all of this partition, so sent to it (same partition count)
+            where = None if len(keys) == 1 else partition
+            self.outputs.append((market_data_stream, codec.KEY_SEPARATOR.join(keys), value, where))
+        for key, rej in outputs.rejections:
             value = codec.encode_rejection(
                 rej.reasons, rej.detail, rej.record, rej.stage, topic, partition, offset, rej.index
             )
-            self.outputs.append((market_data_rejects, key, value))
-            for reason in rej.reasons:
-                REJECTS.labels(rej.stage, reason).inc()
+            self.outputs.append((market_data_rejects, key, value, None))
 
     def _candles(
         self, key: bytes, candles: SymbolCandles, result: BatchResult, event: faust.EventT
@@ -277,7 +353,9 @@ class TickGroup:
 
     def _emit(self, emitted: list[Candle], event: faust.EventT) -> None:
         for candle in emitted:
-            self.outputs.append((market_candles, candle.key.encode(), codec.encode_candle(candle)))
+            self.outputs.append(
+                (market_candles, candle.key.encode(), codec.encode_candle(candle), None)
+            )
             CANDLES_OUT.labels(candle.timeframe).inc()
             if self.live and candle.timeframe in HISTORY_TIMEFRAMES:
                 hkey = history_key(candle.symbol, candle.timeframe)
@@ -306,7 +384,7 @@ class TickGroup:
                 t.offset,
                 t.index,
             )
-            self.outputs.append((market_data_rejects, key, value))
+            self.outputs.append((market_data_rejects, key, value, None))
             REJECTS.labels(STAGE_CANDLE, LATE_FOR_CANDLE).inc()
             for timeframe in late.timeframes:
                 CANDLE_LATE_REJECTS.labels(source, timeframe).inc()

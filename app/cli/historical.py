@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from faust.cli import argument, option
 from google.protobuf.message import DecodeError
 
@@ -31,7 +30,7 @@ from app.core.processor import tick_of_record
 from app.core.reference import ReferenceComparison, compare_to_reference
 from app.ops.reference_results import write_result
 from app.pipeline.faust_app import app, settings
-from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options
+from app.pipeline.kafka_clients import exits_on_kafka_failure, kafka_options, topic_partitions
 from app.pipeline.topics import (
     MARKET_DATA_REJECTS,
     RAW_BROKER_TICKS,
@@ -203,23 +202,6 @@ def _live_tick(record: codec.RawRecord) -> Tick | None:
         return tick_of_record(record, payload_parsers())
     except ParseError:
         return None
-
-
-async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
-    """Partition ids of a topic ([] if it does not exist).
-
-    Asked of the admin client: a consumer without a subscription has no metadata for
-    the topic (aiokafka 0.14 `consumer.topics()` does not fill `partitions_for_topic`).
-    """
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
-    await admin.start()
-    try:
-        (described,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    if described["error_code"]:
-        return []
-    return sorted(p["partition"] for p in described["partitions"])
 
 
 async def read_live_ticks(

@@ -98,7 +98,8 @@ def format_message(topic: str, value: bytes, as_json: bool) -> list[str]:
 
 
 def matches_symbol(key: bytes | None, symbol: str | None) -> bool:
-    return symbol is None or (key or b"").decode("utf-8", "replace") == symbol
+    """Whether a message keyed `key` (one symbol, or several of one partition) has `symbol`."""
+    return symbol is None or symbol in codec.key_symbols(key)
 
 
 @app.command(

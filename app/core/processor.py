@@ -16,7 +16,7 @@ the worker.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from app.core.best_price import choose_best
@@ -79,6 +79,22 @@ class BatchResult:
     accepted: int = 0
     live_accepted: list[Tick] = field(default_factory=list)  # live: for per-broker candles
     records_by_source: dict[str, int] = field(default_factory=dict)  # input, for metrics
+
+
+def records_by_symbol(
+    records: Sequence[codec.RawRecord], default: bytes
+) -> dict[bytes, tuple[list[int], list[codec.RawRecord]]]:
+    """A raw message's records per symbol (`RawRecord.symbol`, else the message key
+    `default`), each with its position in the message, in order of first appearance."""
+    grouped: dict[bytes, tuple[list[int], list[codec.RawRecord]]] = {}
+    for index, record in enumerate(records):
+        key = record.symbol.encode() if record.symbol else default
+        entry = grouped.get(key)
+        if entry is None:
+            entry = grouped[key] = ([], [])
+        entry[0].append(index)
+        entry[1].append(record)
+    return grouped
 
 
 def tick_of_record(
@@ -166,8 +182,12 @@ class TickProcessor:
         offset: int,
         state: SymbolState,
         live: bool,
+        indices: Sequence[int] | None = None,
     ) -> BatchResult:
         """Run a batch of one symbol through the rules, updating `state` in place.
+
+        indices: each record's position in its Kafka message (the lineage index), when
+        the message holds records of other symbols too; default 0, 1, 2, ...
 
         live: best price across brokers is chosen and emitted on change, and broker
         quality is counted. Otherwise (history) every accepted tick passes through,
@@ -182,7 +202,8 @@ class TickProcessor:
         best = state.best
         by_source = result.records_by_source
         asset_class = self.calendar_classes.get(symbol)
-        for index, record in enumerate(records):
+        for position, record in enumerate(records):
+            index = position if indices is None else indices[position]
             tick: Tick | None = None
             try:
                 tick = tick_of_record(record, self.parsers, topic, partition, offset, index)
@@ -193,7 +214,7 @@ class TickProcessor:
                     detail = f"source {source!r:.40} is not a configured broker or importer"
                 elif tick.symbol != symbol:
                     reasons = [SYMBOL_KEY_MISMATCH]
-                    detail = f"tick symbol {tick.symbol!r:.40} in a message keyed {symbol!r}"
+                    detail = f"tick symbol {tick.symbol!r:.40} in a record filed under {symbol!r}"
                 elif limits is None:
                     reasons = [UNKNOWN_INSTRUMENT]
                     detail = f"{symbol} is not in settings.instruments (no pip size)"

@@ -48,7 +48,9 @@ class Event(Protocol):
 class Sendable(Protocol):
     """A faust topic: `send` hands a message to the producer and returns its future."""
 
-    async def send(self, *, key: bytes, value: bytes) -> Awaitable[Any]: ...
+    async def send(
+        self, *, key: bytes, value: bytes, partition: int | None = None
+    ) -> Awaitable[Any]: ...
 
 
 @dataclass(slots=True)
@@ -69,7 +71,7 @@ class StateWrite:
 class Group(Protocol):
     """A processed group: what to send, what to write after, and how to let go of it."""
 
-    outputs: Sequence[tuple[Sendable, bytes, bytes]]
+    outputs: Sequence[tuple[Sendable, bytes, bytes, int | None]]  # partition None: by key
     writes: Sequence[StateWrite]
 
     def released(self) -> None:
@@ -88,7 +90,10 @@ class Sent:
 
 async def send_outputs(group: Group) -> list[Awaitable[Any]]:
     """Hand every output to the producer; the acknowledgements come later."""
-    return [await topic.send(key=key, value=value) for topic, key, value in group.outputs]
+    return [
+        await topic.send(key=key, value=value, partition=partition)
+        for topic, key, value, partition in group.outputs
+    ]
 
 
 async def acknowledged(sent: Sent) -> None:

@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import faust
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
@@ -80,6 +81,23 @@ def kafka_options() -> dict[str, Any]:
     from app.settings import get_settings
 
     return client_options(get_settings().kafka)
+
+
+async def topic_partitions(bootstrap: str, topic: str) -> list[int]:
+    """Partition ids of a topic ([] if it does not exist).
+
+    Asked of the admin client: a consumer without a subscription has no metadata for
+    the topic (aiokafka 0.14 `consumer.topics()` does not fill `partitions_for_topic`).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **kafka_options())
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    if described["error_code"]:
+        return []
+    return sorted(p["partition"] for p in described["partitions"])
 
 
 async def diagnose(cfg: KafkaSettings, timeout_s: float = 10.0) -> str:

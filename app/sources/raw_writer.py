@@ -1,15 +1,24 @@
 """Adaptive batching writer of raw records to Kafka, for every source.
 
-Per key (symbol) at most one Kafka message is in flight. A record whose key has nothing
-in flight is sent at once (one tick per message at low rates: lowest latency); while a
-send is in flight, records of that key accumulate, and when the send is confirmed they
-go out as ONE RawBatch message (bounded by `max_records` / `max_bytes`). Under load the
-batches grow by themselves, so faust's per-message cost is paid per batch, not per tick.
+Records are batched per PARTITION of the raw topic, not per symbol: a live feed of many
+symbols at moderate rates would otherwise send one tick per Kafka message, and faust's
+per-message cost would decide everything. Each record is filed under its symbol (its
+Kafka key, copied into `RawRecord.symbol`) and goes to the partition the default
+partitioner gives that key (murmur2, as every Kafka client and faust's tables assume),
+so a symbol's records stay in one partition, in order, co-partitioned with its tables.
 
-One message in flight per key also keeps each key's records in order across retries.
-`put` never awaits; the reader awaits `wait_for_room()` only when the buffer is over its
-bound (back-pressure instead of dropping). A failed send is logged and retried with
-backoff until it is confirmed: nothing is dropped silently.
+Per partition at most one Kafka message is in flight. A record arriving at an idle
+partition is sent after `linger_s` (0: at once, the lowest latency); records arriving
+while a send is in flight accumulate, and when it is confirmed they go out as ONE
+RawBatch message (bounded by `max_records` / `max_bytes`) holding every symbol of that
+partition. A message of one symbol is keyed by it, as before; a message of several is
+keyed "SYM1,SYM2,..." (first appearance order) and sent to their partition explicitly.
+
+One message in flight per partition also keeps each symbol's records in order across
+retries. `put` never awaits; the reader awaits `wait_for_room()` only when the buffer is
+over its bound (back-pressure instead of dropping). A failed send is logged and retried
+with backoff until it is confirmed: nothing is dropped silently. Rejections go one per
+message, keyed and partitioned by their symbol, in order per symbol.
 """
 
 from __future__ import annotations
@@ -21,48 +30,63 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiokafka.partitioner import murmur2
+
 from app.sources.contract import Backoff
 from app.wire import codec
 
 log = logging.getLogger(__name__)
 
-# Enqueue one message; returns the future of its delivery (Kafka ack).
-SendFn = Callable[[str, bytes, bytes], Awaitable[Awaitable[Any]]]
+# Enqueue one message (topic, key, value, partition; None = by key); returns the future
+# of its delivery (Kafka ack).
+SendFn = Callable[[str, bytes, bytes, int | None], Awaitable[Awaitable[Any]]]
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition of `key` by Kafka's default partitioner (aiokafka's and Java's)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass
 class _Lane:
-    """The queue of one (topic, key): at most one message of it is in flight."""
+    """The queue of one raw partition, or of one rejection key: one message in flight."""
 
     topic: str
-    key: bytes
-    batched: bool
-    items: deque[bytes] = field(default_factory=deque)
+    partition: int | None  # None: a rejection lane, partitioned by its key
+    key: bytes  # the rejection lane's key (unused for partition lanes)
+    items: deque[tuple[bytes, bytes]] = field(default_factory=deque)  # (key, value)
     busy: bool = False
 
 
 class RawWriter:
-    """Batches raw records per key into RawBatch messages; sends rejections one by one."""
+    """Batches raw records per partition into RawBatch messages; rejections one by one."""
 
     def __init__(
         self,
         send: SendFn,
         raw_topic: str,
         rejects_topic: str,
+        partitions: int,
         max_records: int = 500,
         max_bytes: int = 512 * 1024,
         max_buffered: int = 100_000,
+        linger_s: float = 0.0,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
     ) -> None:
+        if partitions < 1:
+            raise ValueError(f"raw topic {raw_topic} needs at least one partition")
         self._send = send
         self.raw_topic = raw_topic
         self.rejects_topic = rejects_topic
+        self.partitions = partitions
         self.max_records = max_records
         self.max_bytes = max_bytes
         self.max_buffered = max_buffered
+        self.linger_s = linger_s
         self._retry = (retry_initial_s, retry_max_s)
-        self._lanes: dict[tuple[str, bytes], _Lane] = {}
+        self._partition_of: dict[bytes, int] = {}
+        self._lanes: dict[tuple[str, int | bytes], _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._room = asyncio.Event()
         self._room.set()
@@ -74,14 +98,20 @@ class RawWriter:
         self.rejects_sent = 0
         self.send_failures = 0
         self.largest_batch = 0
+        self.multi_symbol_messages = 0
 
     def put(self, key: bytes, record: codec.RawRecord) -> None:
-        """Queue a raw record for `raw_topic`; batched with others of the same key."""
-        self._enqueue(self.raw_topic, key, record.SerializeToString(), batched=True)
+        """Queue a raw record of symbol `key` for `raw_topic`, batched with its partition's."""
+        partition = self._partition_of.get(key)
+        if partition is None:
+            partition = self._partition_of[key] = key_partition(key, self.partitions)
+        record.symbol = key.decode("utf-8", "replace")
+        lane = self._lane(self.raw_topic, partition, partition, b"")
+        self._enqueue(lane, key, record.SerializeToString())
 
     def reject(self, key: bytes, rejection: bytes) -> None:
         """Queue an encoded Rejection for `rejects_topic` (one per message, as consumers expect)."""
-        self._enqueue(self.rejects_topic, key, rejection, batched=False)
+        self._enqueue(self._lane(self.rejects_topic, key, None, key), key, rejection)
 
     @property
     def full(self) -> bool:
@@ -116,13 +146,17 @@ class RawWriter:
             "rejects_sent": self.rejects_sent,
             "send_failures": self.send_failures,
             "largest_batch": self.largest_batch,
+            "multi_symbol_messages": self.multi_symbol_messages,
         }
 
-    def _enqueue(self, topic: str, key: bytes, value: bytes, batched: bool) -> None:
-        lane = self._lanes.get((topic, key))
+    def _lane(self, topic: str, lane_id: int | bytes, partition: int | None, key: bytes) -> _Lane:
+        lane = self._lanes.get((topic, lane_id))
         if lane is None:
-            lane = self._lanes[(topic, key)] = _Lane(topic, key, batched)
-        lane.items.append(value)
+            lane = self._lanes[(topic, lane_id)] = _Lane(topic, partition, key)
+        return lane
+
+    def _enqueue(self, lane: _Lane, key: bytes, value: bytes) -> None:
+        lane.items.append((key, value))
         self.buffered += 1
         if not lane.busy:
             lane.busy = True
@@ -130,31 +164,45 @@ class RawWriter:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _take(self, lane: _Lane) -> tuple[bytes, int]:
-        """The next message of a lane: one rejection, or as many records as the bounds allow."""
+    def _take(self, lane: _Lane) -> tuple[bytes, bytes, int]:
+        """The next message of a lane: (key, value, records) - one rejection, or as many
+        records as the bounds allow."""
         items = lane.items
-        if not lane.batched:
-            return items.popleft(), 1
-        taken = [items.popleft()]
-        size = len(taken[0]) + 4  # + tag and length prefix
-        while items and len(taken) < self.max_records and size + len(items[0]) <= self.max_bytes:
-            record = items.popleft()
-            size += len(record) + 4  # + tag and length prefix
-            taken.append(record)
-        return codec.encode_raw_batch_from_encoded(taken), len(taken)
+        if lane.partition is None:
+            key, value = items.popleft()
+            return key, value, 1
+        key, value = items.popleft()
+        keys = [key]
+        taken = [value]
+        size = len(value) + 4  # + tag and length prefix
+        while items and len(taken) < self.max_records and size + len(items[0][1]) <= self.max_bytes:
+            key, value = items.popleft()
+            size += len(value) + 4
+            taken.append(value)
+            if key not in keys:
+                keys.append(key)
+        if len(keys) > 1:
+            self.multi_symbol_messages += 1
+        return (
+            codec.KEY_SEPARATOR.join(keys),
+            codec.encode_raw_batch_from_encoded(taken),
+            len(taken),
+        )
 
     async def _drain(self, lane: _Lane) -> None:
         try:
+            if self.linger_s and lane.partition is not None:
+                await asyncio.sleep(self.linger_s)
             while lane.items:
-                value, count = self._take(lane)
-                await self._deliver(lane, value, count)
+                key, value, count = self._take(lane)
+                await self._deliver(lane, key, value, count)
                 self.buffered -= count
                 self.messages_sent += 1
-                if lane.batched:
+                if lane.partition is None:
+                    self.rejects_sent += 1
+                else:
                     self.records_sent += count
                     self.largest_batch = max(self.largest_batch, count)
-                else:
-                    self.rejects_sent += 1
                 if self.buffered < self.max_buffered:
                     self._room.set()
                 if not self.buffered:
@@ -162,12 +210,12 @@ class RawWriter:
         finally:
             lane.busy = False
 
-    async def _deliver(self, lane: _Lane, value: bytes, count: int) -> None:
+    async def _deliver(self, lane: _Lane, key: bytes, value: bytes, count: int) -> None:
         """Send until Kafka confirms; at-least-once (a retry after a lost ack may duplicate)."""
         backoff = Backoff(*self._retry)
         while True:
             try:
-                delivery = await self._send(lane.topic, lane.key, value)
+                delivery = await self._send(lane.topic, key, value, lane.partition)
                 await delivery
                 return
             except asyncio.CancelledError:
@@ -179,7 +227,7 @@ class RawWriter:
                     "raw writer: send of %d record(s) to %s key %r failed (%r); retry in %.1fs",
                     count,
                     lane.topic,
-                    lane.key,
+                    key,
                     exc,
                     delay,
                 )

@@ -29,6 +29,14 @@ Rejection = pb.Rejection
 Lineage = pb.Lineage
 
 OUTPUT_SOURCE = "data-ingestion"
+# A raw or market-data-stream message holding several symbols (all of one partition) is
+# keyed by them joined with this; a message of one symbol is keyed by the symbol.
+KEY_SEPARATOR = b","
+
+
+def key_symbols(key: bytes | None) -> list[str]:
+    """The symbols a message key names (one, or several joined by KEY_SEPARATOR)."""
+    return (key or b"").decode("utf-8", "replace").split(",")
 
 
 def encode_raw_batch(records: Iterable[RawRecord]) -> bytes:

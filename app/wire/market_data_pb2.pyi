@@ -86,18 +86,20 @@ class MarketContext(_message.Message):
     def __init__(self, provider: _Optional[str] = ..., series: _Optional[str] = ..., value: _Optional[float] = ..., unit: _Optional[str] = ..., observation_time_ns: _Optional[int] = ..., attributes: _Optional[_Mapping[str, str]] = ..., receive_time_ns: _Optional[int] = ..., category: _Optional[str] = ...) -> None: ...
 
 class RawRecord(_message.Message):
-    __slots__ = ("source", "format", "payload", "receive_time_ns", "tick")
+    __slots__ = ("source", "format", "payload", "receive_time_ns", "tick", "symbol")
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_TIME_NS_FIELD_NUMBER: _ClassVar[int]
     TICK_FIELD_NUMBER: _ClassVar[int]
+    SYMBOL_FIELD_NUMBER: _ClassVar[int]
     source: str
     format: str
     payload: bytes
     receive_time_ns: int
     tick: MarketTick
-    def __init__(self, source: _Optional[str] = ..., format: _Optional[str] = ..., payload: _Optional[bytes] = ..., receive_time_ns: _Optional[int] = ..., tick: _Optional[_Union[MarketTick, _Mapping]] = ...) -> None: ...
+    symbol: str
+    def __init__(self, source: _Optional[str] = ..., format: _Optional[str] = ..., payload: _Optional[bytes] = ..., receive_time_ns: _Optional[int] = ..., tick: _Optional[_Union[MarketTick, _Mapping]] = ..., symbol: _Optional[str] = ...) -> None: ...
 
 class RawBatch(_message.Message):
     __slots__ = ("records",)

@@ -41,7 +41,9 @@ class FakeTopic:
         self.futures: dict[bytes, asyncio.Future[None]] = {}
         self.sends = 0
 
-    async def send(self, *, key: bytes, value: bytes) -> asyncio.Future[None]:
+    async def send(
+        self, *, key: bytes, value: bytes, partition: int | None = None
+    ) -> asyncio.Future[None]:
         self.sends += 1
         self.journal.add("send", value)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -76,7 +78,7 @@ class FakeGroup:
 
     def __init__(self, journal: Journal, topic: FakeTopic, events: list[FakeEvent]) -> None:
         self.journal = journal
-        self.outputs = [(topic, b"k", b"out-%d" % e.message.offset) for e in events]
+        self.outputs = [(topic, b"k", b"out-%d" % e.message.offset, None) for e in events]
         self.writes = [
             StateWrite("table", b"p%d" % e.message.tp[1], e.message.offset, e) for e in events
         ]

@@ -19,8 +19,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
-from app.cli.historical import topic_partitions
 from app.core.candle_feed import CANDLE_FLUSH_FORMAT
+from app.pipeline.kafka_clients import topic_partitions
 from app.sources.dukascopy.bi5 import encode_bi5, hour_path
 from app.wire import codec
 from devstack.stack import StackConfig

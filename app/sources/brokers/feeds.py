@@ -15,6 +15,7 @@ from mode import Service
 
 from app.ops.runtime import health
 from app.pipeline.faust_app import app, settings
+from app.pipeline.kafka_clients import topic_partitions
 from app.pipeline.topics import (
     MARKET_DATA_REJECTS,
     RAW_BROKER_TICKS,
@@ -43,6 +44,22 @@ def connections_problem(clients: list[BrokerClient]) -> str | None:
 
 def _enabled_brokers() -> list[str]:
     return sorted(name for name, cfg in settings.brokers.items() if cfg.enabled)
+
+
+async def raw_partition_count() -> int:
+    """Partitions of the raw topic as Kafka has it (the writer partitions by this count;
+    a topic created earlier with another count than `kafka.partitions` keeps its own)."""
+    found = await topic_partitions(settings.kafka.bootstrap_servers, RAW_BROKER_TICKS)
+    if not found:
+        raise RuntimeError(f"topic {RAW_BROKER_TICKS} has no partitions after its declaration")
+    if len(found) != settings.kafka.partitions:
+        log.warning(
+            "%s has %d partitions, kafka.partitions says %d: partitioning by the topic's",
+            RAW_BROKER_TICKS,
+            len(found),
+            settings.kafka.partitions,
+        )
+    return len(found)
 
 
 # One partition per enabled broker: the group decides which worker streams which broker.
@@ -97,12 +114,24 @@ class BrokerFeeds(Service):
         await raw_broker_ticks.maybe_declare()
         await market_data_rejects.maybe_declare()
 
-        async def send(topic: str, key: bytes, value: bytes) -> Any:
+        partitions = await raw_partition_count()
+
+        async def send(topic: str, key: bytes, value: bytes, partition: int | None) -> Any:
             return await producer.send(
-                topic, key, value, partition=None, timestamp=None, headers=None
+                topic, key, value, partition=partition, timestamp=None, headers=None
             )
 
-        self.writer = RawWriter(send, RAW_BROKER_TICKS, MARKET_DATA_REJECTS)
+        cfg = settings.raw_writer
+        self.writer = RawWriter(
+            send,
+            RAW_BROKER_TICKS,
+            MARKET_DATA_REJECTS,
+            partitions,
+            max_records=cfg.max_records,
+            max_bytes=cfg.max_bytes,
+            max_buffered=cfg.max_buffered,
+            linger_s=cfg.linger_ms / 1000,
+        )
         health.add_section("broker_writer", self.writer.stats)
         self.clients = build_clients(settings.brokers, self.writer)
         for client in self.clients:
