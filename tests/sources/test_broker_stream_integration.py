@@ -103,7 +103,8 @@ async def test_every_price_line_sent_is_in_kafka_or_rejects(
     records = Counter()
     for message in raw:
         for record in codec.decode_raw_batch(message.value).records:
-            assert message.key == record.tick.symbol.encode()
+            assert record.symbol == record.tick.symbol
+            assert record.symbol in codec.key_symbols(message.key)
             assert record.format == "oanda_v20" and record.payload.startswith(b'{"type":"PRICE"')
             instrument = json.loads(record.payload)["instrument"]
             records[(record.source, instrument)] += 1
