@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -99,6 +100,8 @@ class RawWriter:
         self.send_failures = 0
         self.largest_batch = 0
         self.multi_symbol_messages = 0
+        self.round_trip_s = 0.0  # summed send -> Kafka ack of the raw messages
+        self.records_messages = 0
 
     def put(self, key: bytes, record: codec.RawRecord) -> None:
         """Queue a raw record of symbol `key` for `raw_topic`, batched with its partition's."""
@@ -147,6 +150,7 @@ class RawWriter:
             "send_failures": self.send_failures,
             "largest_batch": self.largest_batch,
             "multi_symbol_messages": self.multi_symbol_messages,
+            "mean_round_trip_us": round(1e6 * self.round_trip_s / max(1, self.records_messages)),
         }
 
     def _lane(self, topic: str, lane_id: int | bytes, partition: int | None, key: bytes) -> _Lane:
@@ -195,7 +199,11 @@ class RawWriter:
                 await asyncio.sleep(self.linger_s)
             while lane.items:
                 key, value, count = self._take(lane)
+                started = time.perf_counter()
                 await self._deliver(lane, key, value, count)
+                if lane.partition is not None:
+                    self.round_trip_s += time.perf_counter() - started
+                    self.records_messages += 1
                 self.buffered -= count
                 self.messages_sent += 1
                 if lane.partition is None:
