@@ -91,10 +91,19 @@ class Snapshot:
     sim_lines: int
     ticks_in: float
     rejects: float
-    raw_messages: int
-    out_messages: int
+    raw_ends: dict[int, int]
+    out_ends: dict[int, int]
     worker_cpu_s: float
     sim_cpu_s: float
+    kafka_cpu_s: float
+
+    @property
+    def raw_messages(self) -> int:
+        return sum(self.raw_ends.values())
+
+    @property
+    def out_messages(self) -> int:
+        return sum(self.out_ends.values())
 
 
 @dataclass
@@ -109,10 +118,13 @@ class E2EResult:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    raw_p50_ms: float
+    raw_p99_ms: float
     raw_messages_per_s: float
     out_messages_per_s: float
     worker_cpu_pct: float
     simulator_cpu_pct: float
+    kafka_cpu_pct: float
     rejects: int
     backlog_end: int
     drain_s: float | None
@@ -147,6 +159,50 @@ def simulator(rate: float, log_path: Path) -> tuple[Process, str]:
     return Process(argv, dict(os.environ), log_path, None), f"http://127.0.0.1:{port}"
 
 
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds of a process (0 when unknown or gone)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def raw_latencies(bootstrap: str, start: dict[int, int], end: dict[int, int]) -> list[float]:
+    """Sorted ms from each raw record's receive_time_ns to its Kafka message's CreateTime
+    (stamped when the raw writer handed it to the producer; 1 ms resolution), for the
+    messages the window added to raw.broker.ticks: the source's share of the latency."""
+    parts = [TopicPartition(RAW_BROKER_TICKS, p) for p, e in end.items() if e > start.get(p, 0)]
+    if not parts:
+        return []
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, **kafka_options(), enable_auto_commit=False
+    )
+    await consumer.start()
+    samples: list[float] = []
+    try:
+        consumer.assign(parts)
+        for tp in parts:
+            consumer.seek(tp, start.get(tp.partition, 0))
+        left = {tp: end[tp.partition] for tp in parts}
+        while left:
+            batch = await consumer.getmany(timeout_ms=5000, max_records=5000)
+            if not batch:
+                break
+            for tp, records in batch.items():
+                for rec in records:
+                    if rec.offset < left.get(tp, -1):
+                        for r in codec.decode_raw_batch(rec.value).records:
+                            samples.append((rec.timestamp * 1_000_000 - r.receive_time_ns) / 1e6)
+                if records and records[-1].offset + 1 >= left.get(tp, 0):
+                    left.pop(tp, None)
+    finally:
+        await consumer.stop()
+    return sorted(samples)
+
+
 def metric_sum(text: str, name: str) -> float:
     """Sum of every sample of a Prometheus counter (all label sets)."""
     total = 0.0
@@ -160,10 +216,11 @@ class Probe:
     """Reads the counters of the simulator, the worker and the two topics."""
 
     def __init__(self, http: aiohttp.ClientSession, sim_url: str, worker_url: str,
-                 consumer: AIOKafkaConsumer, sim: Process, worker: Process) -> None:  # fmt: skip
+                 consumer: AIOKafkaConsumer, partitions: int, sim: Process,
+                 worker: Process) -> None:  # fmt: skip
         self.http, self.sim_url, self.worker_url = http, sim_url, worker_url
-        self.consumer, self.sim, self.worker = consumer, sim, worker
-        self.parts: dict[str, list[TopicPartition]] = {}
+        self.consumer, self.partitions, self.sim, self.worker = consumer, partitions, sim, worker
+        self.kafka_pid: int | None = None
 
     async def sim_stats(self) -> dict[str, Any]:
         async with self.http.get(f"{self.sim_url}/stats") as resp:
@@ -177,12 +234,12 @@ class Probe:
         async with self.http.get(f"{self.worker_url}/metrics") as resp:
             return await resp.text()
 
+    async def end_offsets(self, topic: str) -> dict[int, int]:
+        parts = [TopicPartition(topic, p) for p in range(self.partitions)]
+        return {tp.partition: end for tp, end in (await self.consumer.end_offsets(parts)).items()}
+
     async def end_offset(self, topic: str) -> int:
-        if topic not in self.parts:
-            await self.consumer.topics()  # metadata of every topic
-            parts = self.consumer.partitions_for_topic(topic) or set()
-            self.parts[topic] = [TopicPartition(topic, p) for p in sorted(parts)]
-        return sum((await self.consumer.end_offsets(self.parts[topic])).values())
+        return sum((await self.end_offsets(topic)).values())
 
     async def snapshot(self) -> Snapshot:
         wall, mono = time.time_ns(), time.monotonic()
@@ -191,8 +248,8 @@ class Probe:
         return Snapshot(
             wall, mono, stats["totals"]["price_lines"],
             metric_sum(text, "ingest_ticks_in_total"), metric_sum(text, "ingest_rejects_total"),
-            await self.end_offset(RAW_BROKER_TICKS), await self.end_offset(MARKET_DATA_STREAM),
-            self.worker.cpu_s(), self.sim.cpu_s(),
+            await self.end_offsets(RAW_BROKER_TICKS), await self.end_offsets(MARKET_DATA_STREAM),
+            self.worker.cpu_s(), self.sim.cpu_s(), cpu_s(self.kafka_pid),
         )  # fmt: skip
 
 
@@ -242,7 +299,9 @@ async def run(
     nc = await nats.connect(stack.nats_url, **connect_options(get_settings().nats))
     consumer = AIOKafkaConsumer(bootstrap_servers=stack.kafka_bootstrap, **kafka_options())
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-    probe = Probe(http, sim_url, worker_url, consumer, sim, worker)
+    probe = Probe(http, sim_url, worker_url, consumer, partitions, sim, worker)
+    with contextlib.suppress(OSError, ValueError):
+        probe.kafka_pid = int(stack.pid_file("kafka").read_text().strip())
     try:
         sim.start()
         if await wait_until(lambda: _answers(probe), 30) is None:
@@ -287,6 +346,7 @@ async def run(
         await asyncio.to_thread(worker.stop)
         await asyncio.to_thread(sim.stop)
     values, again = latencies(arrivals, first.wall_ns, last.wall_ns)
+    raw = await raw_latencies(stack.kafka_bootstrap, first.raw_ends, last.raw_ends)
     span = last.mono - first.mono
     sent = last.sim_lines - first.sim_lines
     achieved = sent / span
@@ -306,10 +366,12 @@ async def run(
         rate=rate, achieved=achieved, seconds=span, sent=sent, received=len(values),
         re_emitted=again, p50_ms=percentile(values, 0.5), p90_ms=percentile(values, 0.9),
         p99_ms=percentile(values, 0.99), max_ms=values[-1] if values else float("nan"),
+        raw_p50_ms=percentile(raw, 0.5), raw_p99_ms=percentile(raw, 0.99),
         raw_messages_per_s=(last.raw_messages - first.raw_messages) / span,
         out_messages_per_s=(last.out_messages - first.out_messages) / span,
         worker_cpu_pct=100 * (last.worker_cpu_s - first.worker_cpu_s) / span,
         simulator_cpu_pct=100 * (last.sim_cpu_s - first.sim_cpu_s) / span,
+        kafka_cpu_pct=100 * (last.kafka_cpu_s - first.kafka_cpu_s) / span,
         rejects=int(last.rejects - first.rejects), backlog_end=backlog, drain_s=drain_s,
         nats_complete=nats_complete, kept_up=not why_not, why_not=why_not,
         restarts=worker.restarts,
