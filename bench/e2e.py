@@ -132,6 +132,7 @@ class E2EResult:
     kept_up: bool
     why_not: list[str] = field(default_factory=list)
     restarts: int = 0
+    load_avg_1m: float = 0.0  # at the end of the window: the machine is shared
 
 
 def worker_env(sim_url: str) -> dict[str, str]:
@@ -322,6 +323,7 @@ async def run(
         first = await probe.snapshot()
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - first.mono)))
         last = await probe.snapshot()
+        load = os.getloadavg()[0]
         for name in PROFILES:
             await probe.control(name, paused=True)
         stopped = time.monotonic()
@@ -374,7 +376,7 @@ async def run(
         kafka_cpu_pct=100 * (last.kafka_cpu_s - first.kafka_cpu_s) / span,
         rejects=int(last.rejects - first.rejects), backlog_end=backlog, drain_s=drain_s,
         nats_complete=nats_complete, kept_up=not why_not, why_not=why_not,
-        restarts=worker.restarts,
+        restarts=worker.restarts, load_avg_1m=load,
     )  # fmt: skip
 
 

@@ -153,8 +153,8 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
         "| target ticks/s | achieved ticks/s (simulator /stats) | seconds | ticks received on "
         "NATS | p50 ms | p99 ms | max ms | raw Kafka msgs/s | market-data-stream msgs/s "
         "| worker CPU % | simulator CPU % | Kafka CPU % | source -> raw produce p50/p99 ms "
-        "| kept up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| load avg 1 min | kept up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in e2e["rows"]:
         kept = "yes" if row["kept_up"] else "**no** (" + "; ".join(row["why_not"]) + ")"
@@ -164,10 +164,11 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
             f"**{row['p99_ms']:.1f}** | {row['max_ms']:.1f} | {_fmt(row['raw_messages_per_s'])} | "
             f"{_fmt(row['out_messages_per_s'])} | {row['worker_cpu_pct']:.0f} | "
             f"{row['simulator_cpu_pct']:.0f} | {row['kafka_cpu_pct']:.0f} | "
-            f"{row['raw_p50_ms']:.0f} / {row['raw_p99_ms']:.0f} | {kept} |"
+            f"{row['raw_p50_ms']:.0f} / {row['raw_p99_ms']:.0f} | "
+            f"{row.get('load_avg_1m', 0):.1f} | {kept} |"
         )
     lines += [
-        f"| targets (issue #21) | | | | | {E2E_TARGETS} | | | | | | | | |", "",
+        f"| targets (issue #21) | | | | | {E2E_TARGETS} | | | | | | | | | |", "",
         f"Kept up = {e2e['kept_up']}. CPU % is of one core. Source -> raw produce: from "
         "receive_time_ns to the raw message's CreateTime (1 ms resolution), the part of the "
         "latency before Kafka.", "",
