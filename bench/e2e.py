@@ -102,6 +102,7 @@ class Snapshot:
     worker_cpu_s: float
     sim_cpu_s: float
     kafka_cpu_s: float
+    worker_wait_s: float
 
     @property
     def raw_messages(self) -> int:
@@ -131,6 +132,7 @@ class E2EResult:
     worker_cpu_pct: float
     simulator_cpu_pct: float
     kafka_cpu_pct: float
+    worker_wait_pct: float  # main thread runnable but not running, % of the window
     rejects: int
     backlog_end: int
     drain_s: float | None
@@ -176,6 +178,17 @@ def cpu_s(pid: int | None) -> float:
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_queue_wait_s(pid: int | None) -> float:
+    """Seconds the process's main thread (the worker's event loop) was runnable but waited
+    for a CPU (/proc/<pid>/schedstat): the share of the machine other processes took."""
+    if pid is None:
+        return 0.0
+    try:
+        return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 async def raw_latencies(bootstrap: str, start: dict[int, int], end: dict[int, int]) -> list[float]:
@@ -258,6 +271,7 @@ class Probe:
             metric_sum(text, "ingest_ticks_in_total"), metric_sum(text, "ingest_rejects_total"),
             await self.end_offsets(RAW_BROKER_TICKS), await self.end_offsets(MARKET_DATA_STREAM),
             self.worker.cpu_s(), self.sim.cpu_s(), cpu_s(self.kafka_pid),
+            run_queue_wait_s(self.worker.proc.pid if self.worker.proc else None),
         )  # fmt: skip
 
 
@@ -381,6 +395,7 @@ async def run(
         worker_cpu_pct=100 * (last.worker_cpu_s - first.worker_cpu_s) / span,
         simulator_cpu_pct=100 * (last.sim_cpu_s - first.sim_cpu_s) / span,
         kafka_cpu_pct=100 * (last.kafka_cpu_s - first.kafka_cpu_s) / span,
+        worker_wait_pct=100 * (last.worker_wait_s - first.worker_wait_s) / span,
         rejects=int(last.rejects - first.rejects), backlog_end=backlog, drain_s=drain_s,
         nats_complete=nats_complete, complete=drain_s is not None and nats_complete,
         kept_up=not why_not, why_not=why_not,

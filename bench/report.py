@@ -152,9 +152,9 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
         "best_price.max_age_ms=0.001 so each emission is the tick that caused it.", "",
         "| target ticks/s | achieved ticks/s (simulator /stats) | seconds | ticks received on "
         "NATS | p50 ms | p99 ms | max ms | raw Kafka msgs/s | market-data-stream msgs/s "
-        "| worker CPU % | simulator CPU % | Kafka CPU % | source -> raw produce p50/p99 ms "
-        "| load avg 1 min | kept up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| worker CPU % | worker waiting for CPU % | simulator CPU % | Kafka CPU % "
+        "| source -> raw produce p50/p99 ms | load avg 1 min | kept up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in e2e["rows"]:
         kept = "yes" if row["kept_up"] else "**no** (" + "; ".join(row["why_not"]) + ")"
@@ -165,13 +165,16 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
             f"**{ge}{row['p99_ms']:.1f}** | {ge}{row['max_ms']:.1f} | "
             f"{_fmt(row['raw_messages_per_s'])} | "
             f"{_fmt(row['out_messages_per_s'])} | {row['worker_cpu_pct']:.0f} | "
+            f"{row.get('worker_wait_pct', float('nan')):.0f} | "
             f"{row['simulator_cpu_pct']:.0f} | {row['kafka_cpu_pct']:.0f} | "
             f"{row['raw_p50_ms']:.0f} / {row['raw_p99_ms']:.0f} | "
             f"{row.get('load_avg_1m', 0):.1f} | {kept} |"
         )
     lines += [
-        f"| targets (issue #21) | | | | | {E2E_TARGETS} | | | | | | | | | |", "",
-        f"Kept up = {e2e['kept_up']}. CPU % is of one core. Source -> raw produce: from "
+        f"| targets (issue #21) | | | | | {E2E_TARGETS} | | | | | | | | | | |", "",
+        f"Kept up = {e2e['kept_up']}. CPU % is of one core; waiting for CPU = "
+        "the worker's event-loop thread runnable but not running (/proc/<pid>/schedstat), "
+        "i.e. the machine's other load. Source -> raw produce: from "
         "receive_time_ns to the raw message's CreateTime (1 ms resolution), the part of the "
         "latency before Kafka. >= marks lower bounds (the worker had not drained: ticks of "
         "the window still on their way are missing).", "",

@@ -206,8 +206,9 @@ def targets(results: dict[str, Any], batch: int) -> list[tuple[str, str, bool]]:
     for row in results.get("e2e", {}).get("rows", []):
         for rate, limit in E2E_P99_MS.items():
             if row["rate"] == rate:
+                bound = "" if row["complete"] else ">= "  # not drained: a lower bound
                 _check(out, f"simulator -> NATS p99 <= {limit:.0f} ms at {rate:,} ticks/s",
-                       f"{row['p99_ms']:.1f} ms", row["p99_ms"] <= limit)  # fmt: skip
+                       f"{bound}{row['p99_ms']:.1f} ms", row["p99_ms"] <= limit)  # fmt: skip
         if row["rate"] == E2E_KEEP_UP_RATE:
             _check(out, f"worker keeps up at {E2E_KEEP_UP_RATE:,} ticks/s",
                    "yes" if row["kept_up"] else "no: " + "; ".join(row["why_not"]),
