@@ -7,7 +7,9 @@ Starts (or reuses) its own local Kafka + NATS through devstack.stack (run dir
 - throughput: aiokafka passthrough (the limit), the faust worker, the Quix Streams
               implementation, each over the same backlog, batched and one tick per message;
 - scaleout:   one vs two faust workers of one app id;
-- latency:    paced single-tick messages -> NATS subject, percentiles.
+- latency:    paced single-tick messages -> NATS subject, percentiles;
+- e2e:        OANDA simulator (3 brokers x 10 symbols) -> worker -> NATS subject, from the
+              source's receive time (bench/e2e.py).
 
 Writes bench/results/latest.md, latest.json and latest.png. No timing is asserted anywhere:
 the numbers are compared with the targets in the report only.
@@ -33,11 +35,13 @@ from bench.data import backlog
 from devstack import stack as local_stack
 
 REPO = Path(__file__).resolve().parents[1]
-PARTS = ("codec", "throughput", "scaleout", "latency")
+PARTS = ("codec", "throughput", "scaleout", "latency", "e2e")
 TARGET_TICKS_PER_S = 30_000
 TARGET_P99_MS = 10.0
 TARGET_SIZE_RATIO = 0.4
 TARGET_CODEC_SPEEDUP = 5.0
+E2E_P99_MS = {1000: 5.0, 10_000: 10.0}  # simulator -> NATS, issue #21
+E2E_KEEP_UP_RATE = 50_000
 log = logging.getLogger("bench")
 
 
@@ -55,6 +59,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(PARTS), help=f"subset of {','.join(PARTS)}")
     parser.add_argument("--latency-rates", default="1000", help="ticks/s, comma-separated")
     parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument(
+        "--e2e-rates",
+        default="1000,10000,50000",
+        help="simulator ticks/s in total, comma-separated (1000,10000,50000)",
+    )
+    parser.add_argument(
+        "--e2e-seconds",
+        type=float,
+        default=20.0,
+        help="measured seconds per rate, after a 3 s warm-up (20; --quick 8)",
+    )
     parser.add_argument("--partitions", type=int, default=8, help="of every topic (8)")
     parser.add_argument("--port-base", type=int,
                         default=int(os.environ.get("BENCH_PORT_BASE", "25000")),
@@ -66,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick:
         args.ticks, args.single_ticks, args.latency_seconds = 20_000, 3_000, 8.0
+        args.e2e_seconds = 8.0
     args.parts = [p.strip() for p in args.only.split(",") if p.strip()]
     unknown = set(args.parts) - set(PARTS)
     if unknown:
@@ -150,6 +166,17 @@ async def run_latency(args: argparse.Namespace, cfg: Any, run_dir: Path) -> dict
     return {"rows": rows}
 
 
+async def run_e2e(args: argparse.Namespace, cfg: Any, run_dir: Path) -> dict[str, Any]:
+    from bench import e2e
+
+    rows = []
+    for rate in (int(r) for r in args.e2e_rates.split(",")):
+        result = await e2e.run(cfg, run_dir, args.partitions, rate, args.e2e_seconds)
+        rows.append(asdict(result))
+        log.info("e2e %s", rows[-1])
+    return {"rows": rows, "kept_up": e2e.KEPT_UP}
+
+
 def _check(out: list[tuple[str, str, bool]], name: str, shown: str, met: bool) -> None:
     out.append((name, shown, met))
 
@@ -176,6 +203,16 @@ def targets(results: dict[str, Any], batch: int) -> list[tuple[str, str, bool]]:
         if row["rate"] == 1000:
             _check(out, "p99 <= 10 ms at 1,000 ticks/s", f"{row['p99_ms']:.1f} ms",
                    row["p99_ms"] <= TARGET_P99_MS)  # fmt: skip
+    for row in results.get("e2e", {}).get("rows", []):
+        for rate, limit in E2E_P99_MS.items():
+            if row["rate"] == rate:
+                bound = "" if row["complete"] else ">= "  # not drained: a lower bound
+                _check(out, f"simulator -> NATS p99 <= {limit:.0f} ms at {rate:,} ticks/s",
+                       f"{bound}{row['p99_ms']:.1f} ms", row["p99_ms"] <= limit)  # fmt: skip
+        if row["rate"] == E2E_KEEP_UP_RATE:
+            _check(out, f"worker keeps up at {E2E_KEEP_UP_RATE:,} ticks/s",
+                   "yes" if row["kept_up"] else "no: " + "; ".join(row["why_not"]),
+                   row["kept_up"])  # fmt: skip
     for row in results.get("codec", {}).get("rows", []):
         if row["batch"] == batch:
             _check(out, "protobuf <= 0.4x JSON bytes", f"{row['size_ratio']:.2f}x",
@@ -204,6 +241,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["scaleout"] = await run_scaleout(args, cfg, run_dir)
         if "latency" in args.parts:
             results["latency"] = await run_latency(args, cfg, run_dir)
+        if "e2e" in args.parts:
+            results["e2e"] = await run_e2e(args, cfg, run_dir)
     finally:
         if args.stack_down:
             local_stack.down(cfg)
@@ -234,6 +273,16 @@ def main(argv: list[str] | None = None) -> int:
         "messages, best_price.max_age_ms=1 so every tick is emitted as itself",
         "duration": f"{time.monotonic() - t0:.0f} s",
     }
+    if "e2e" in results:
+        from bench import e2e
+
+        settings["e2e"] = (
+            f"{args.e2e_seconds:.0f} s per rate after a 3 s warm-up; devstack.simulator, 3 "
+            "profiles x 10 instruments, latency_ms=0; worker with the 3 OANDA brokers on it, "
+            f"best_price.max_age_ms={e2e.MAX_AGE_MS} so each emission is the tick that caused "
+            "it; latency = arrival on NATS - receive_time_ns stamped by the source, each tick "
+            f"counted once (bench/e2e.py); kept up = {e2e.KEPT_UP}"
+        )
     env = {"machine": report.machine(), "versions": report.versions(REPO / ".cache" / "kafka-libs")}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "latest.json").write_text(

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -180,6 +181,20 @@ class Market:
         return mid
 
 
+@functools.lru_cache(maxsize=256)
+def _template(instrument: str, decimals: int, depth: int) -> str:
+    """A PRICE line with %-placeholders: the time, `depth` bids, `depth` asks, closeouts."""
+    price = f"%.{decimals}f"
+    bids = ",".join(
+        f'{{"price":"{price}","liquidity":{(k + 1) * 500000}}}' for k in reversed(range(depth))
+    )
+    return (
+        f'{{"type":"PRICE","time":"%s","bids":[{bids}],"asks":[{bids}],'
+        f'"closeoutBid":"{price}","closeoutAsk":"{price}",'
+        f'"status":"tradeable","tradeable":true,"instrument":"{instrument}"}}\n'
+    )
+
+
 class Quoter:
     """One connection's quotes around the shared market; deterministic for a seed string."""
 
@@ -195,33 +210,24 @@ class Quoter:
     def price_line(self, instrument: str, now_ns: int) -> bytes:
         spec = INSTRUMENTS[instrument]
         rng = self._rng
+        profile = self._profile
         mid = self._market.mid(instrument, now_ns) + rng.gauss(0.0, 0.1) * spec.pip
         unit = 10.0**-spec.decimals
-        spread = max(unit, spec.spread_pips * spec.pip * self._profile.spread_mult)
+        spread = max(unit, spec.spread_pips * spec.pip * profile.spread_mult)
         spread *= rng.uniform(0.8, 1.3)
         bid = round((mid - spread / 2) / unit)
         ask = max(bid + 1, round((mid + spread / 2) / unit))
-        fmt = f"{{:.{spec.decimals}f}}"
         step = max(1, round(spec.pip * 0.2 / unit))
-        depth = max(1, self._profile.buckets)
-        # Deeper (worse) buckets first, best last: consumers must pick by price.
-        bids = ",".join(
-            f'{{"price":"{fmt.format((bid - k * step) * unit)}","liquidity":{(k + 1) * 500000}}}'
-            for k in reversed(range(depth))
-        )
-        asks = ",".join(
-            f'{{"price":"{fmt.format((ask + k * step) * unit)}","liquidity":{(k + 1) * 500000}}}'
-            for k in reversed(range(depth))
-        )
-        latency_ns = int(self._profile.latency_ms * rng.uniform(0.5, 1.5) * 1e6)
+        depth = max(1, profile.buckets)
+        latency_ns = int(profile.latency_ms * rng.uniform(0.5, 1.5) * 1e6)
         stamp = self._clock.format(now_ns - latency_ns)
-        closeout_bid = fmt.format((bid - depth * step) * unit)
-        closeout_ask = fmt.format((ask + depth * step) * unit)
-        return (
-            f'{{"type":"PRICE","time":"{stamp}","bids":[{bids}],"asks":[{asks}],'
-            f'"closeoutBid":"{closeout_bid}","closeoutAsk":"{closeout_ask}",'
-            f'"status":"tradeable","tradeable":true,"instrument":"{instrument}"}}\n'
-        ).encode()
+        # One %-format of a cached template per line instead of one format per price: the
+        # same text, measured ~1.5x faster (bench/e2e.py asks one process for 50,000 lines/s).
+        # Deeper (worse) buckets first, best last: consumers must pick by price.
+        prices = [(bid - k * step) * unit for k in range(depth - 1, -1, -1)]
+        prices += [(ask + k * step) * unit for k in range(depth - 1, -1, -1)]
+        prices += [(bid - depth * step) * unit, (ask + depth * step) * unit]
+        return (_template(instrument, spec.decimals, depth) % (stamp, *prices)).encode()
 
     def malformed_line(self, instrument: str, now_ns: int) -> bytes:
         """Alternately a truncated line and one with a non-numeric price."""
@@ -371,7 +377,8 @@ class Simulator:
             now_ns = time.time_ns()
             slots = 0
             if profile.paused:
-                next_due = now + 1.0 / profile.rate  # heartbeats only
+                # heartbeats only; a paused fast feed need not wake every 1/rate s
+                next_due = now + max(1.0 / profile.rate, 0.05)
             if next_due < now - 1.0:
                 next_due = now  # after a stall or rate change: no burst of old slots
             while next_due <= now and slots < 2000:
