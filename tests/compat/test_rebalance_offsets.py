@@ -234,3 +234,24 @@ def test_check_names_a_gone_partition_state_seek(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delattr(subscription_state.TopicPartitionState, "_faustreset_to", raising=False)
     with pytest.raises(faust_kafka.CompatError, match="reset_to is gone"):
         faust_kafka.check_installed()
+
+
+async def test_a_batch_from_before_a_reassignment_is_not_delivered_after_it(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rebalance gives the partition back to the same worker (eager: every partition is
+    revoked and assigned again) while faust still iterates a batch of the old assignment:
+    aiokafka starts the new assignment at the committed offset, faust keeps delivering the
+    old batch."""
+    log = MemoryLog(size=60, committed=20)
+    consumer = faust_consumer_on(log, monkeypatch)
+    delivered: list[int] = []
+    async for _tp, message in consumer.getmany(timeout=1.0):
+        delivered.append(message.offset)
+        if message.offset == 20:
+            log.subscription.assign_from_user({TopicPartition(TOPIC, 0)})  # new assignment
+            log.subscription.seek(TopicPartition(TOPIC, 0), 8)  # its position: committed
+    if variant == "faust":
+        assert delivered == list(range(20, 40))
+    else:
+        assert delivered == [20]
