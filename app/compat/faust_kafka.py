@@ -23,6 +23,33 @@ upgrade. The adaptations:
    turns it on only inside transactions (`Producer._settings_extra`). With acks=all on a
    replicated cluster, a send retried after a leader change would otherwise be written
    twice; with idempotence the broker drops the producer's own retried batches.
+7. **No record fetched before a seek is delivered after it** (`drop_stale_fetches`). The
+   consumer thread hands faust a whole batch; faust's `Consumer.getmany` then yields it
+   record by record while the main loop awaits each agent put, and checks only
+   `flow_active` and the generation id on the way (faust/transport/consumer.py 746-766).
+   The seek to the committed offsets that ends every rebalance (`perform_seek` from
+   `Recovery.on_recovery_completed`, faust/tables/recovery.py 649-656: stream partitions
+   resumed first, then the seek awaited in the consumer thread) does neither, so the rest
+   of a batch fetched before it is delivered after it. That batch can start past the
+   committed offset C (records aiokafka returned while faust dropped them for a partition
+   it had paused, consumer.py 758-762), so `_drain_messages` (consumer.py 1207-1223) sees
+   a jump from the read offset C that `perform_seek` just set (consumer.py 569) to the
+   batch's first offset: it records a gap (counted as acked at the next commit: those
+   offsets are committed unprocessed, a loss) and moves the read offset to the batch's
+   end, so that the offsets re-fetched from C are dropped as "already read" (consumer.py
+   1209/1224). Without gap filling the commit sticks at C instead and the skipped messages
+   are read again at the next rebalance, after later ones: out of order, and the agents
+   skip them as already applied. Each batch now remembers the position it was fetched at
+   (aiokafka's partition state and its seek count); a record whose partition was sought
+   or reassigned since is not delivered: aiokafka fetches it again from the new position.
+8. **Offset gaps exact** (`exact_offset_gaps`). `_drain_messages` passes the offset of the
+   message it just read as the gap's end (consumer.py 1215) and `_add_gap` keeps the end
+   (consumer.py 1164): that message counts as acked before it is processed. `_new_offset`
+   copies gap offsets into the acked list but not into `_acked_index` (consumer.py
+   1123-1127), so an offset of a gap that is then acked for real is in the list twice, and
+   `consecutive_numbers` stops at every doubled entry: the commit advanced about one
+   offset per commit interval (the 11-26 s crawl for ~130 messages after a rebalance).
+   The gap now ends before the message read, and gap offsets are counted once.
 """
 
 from __future__ import annotations
@@ -33,6 +60,7 @@ import inspect
 import logging
 import sys
 import weakref
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,7 +68,9 @@ from typing import Any
 import faust
 import faust.streams
 from aiokafka import AIOKafkaConsumer
+from aiokafka.consumer import subscription_state
 from aiokafka.structs import TopicPartition
+from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web import base as faust_web_base
 
@@ -78,7 +108,59 @@ def _problems() -> list[str]:
         problems.append("faust's web BlueprintManager no longer keeps its list in _enabled")
     if not isinstance(getattr(faust.streams, "_current_event", None), contextvars.ContextVar):
         problems.append("faust.streams._current_event is no longer a ContextVar")
+    problems.extend(_stale_fetch_problems())
+    problems.extend(_offset_gap_problems())
     return problems
+
+
+def _stale_fetch_problems() -> list[str]:
+    problems = []
+    state_class = subscription_state.TopicPartitionState
+    for name in ("seek", "reset_to"):
+        if not callable(getattr(state_class, name, None)):
+            problems.append(f"aiokafka TopicPartitionState.{name} is gone")
+    if not callable(getattr(subscription_state.Assignment, "state_value", None)):
+        problems.append("aiokafka Assignment.state_value is gone")
+    fetch = _original(faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records")
+    if "fetcher.fetched_records(" not in _source(fetch):
+        problems.append("faust AIOKafkaConsumerThread._fetch_records no longer fetches records")
+    if "self.scheduler.iterate(records)" not in _source(faust_consumer.Consumer.getmany):
+        problems.append("faust Consumer.getmany no longer iterates the fetched lists")
+    init = _source(faust_consumer.Consumer.__init__)
+    made, reset = init.find("self._read_offset = defaultdict("), init.find("self._reset_state()")
+    if not 0 <= made < reset:
+        problems.append("faust Consumer.__init__ no longer sets _read_offset before _reset_state")
+    drain = _source(faust_consumer.Consumer._drain_messages)
+    if "set_read_offset = self._read_offset.__setitem__" not in drain:
+        problems.append("faust Consumer._drain_messages no longer sets read offsets by item")
+    return problems
+
+
+def _offset_gap_problems() -> list[str]:
+    problems = []
+    drain = _source(faust_consumer.Consumer._drain_messages)
+    if "await self._add_gap(tp, r_offset + 1, offset)" not in drain:
+        problems.append("faust Consumer._drain_messages no longer adds gaps up to the read offset")
+    add_gap = _source(_original(faust_consumer.Consumer, "_add_gap"))
+    if "gap_for_tp.addi(offset_from, offset_to + 1)" not in add_gap:
+        problems.append("faust Consumer._add_gap no longer keeps the gap's end")
+    new_offset = _source(_original(faust_consumer.Consumer, "_new_offset"))
+    if "acked.extend(stuff_to_add)" not in new_offset:
+        problems.append("faust Consumer._new_offset no longer copies gaps into the acked list")
+    return problems
+
+
+def _original(cls: type, name: str) -> Any:
+    """`cls.name` as faust defines it (the unpatched one once an adaptation replaced it)."""
+    return getattr(cls, f"_faust{name}", None) or getattr(cls, name, None)
+
+
+def _source(obj: Any) -> str:
+    """The source of a function, "" when it is gone or has none."""
+    try:
+        return inspect.getsource(obj)
+    except (TypeError, OSError):
+        return ""
 
 
 def check_installed() -> None:
@@ -189,9 +271,134 @@ def fail_on_discovery_error(app: faust.App) -> None:
     app._on_autodiscovery_error = on_error  # type: ignore[method-assign]
 
 
+class FetchedBatch(list):  # type: ignore[type-arg]
+    """One partition's records of one fetch; iterating stops once the partition was sought
+    or reassigned since the fetch (the rest is fetched again from the new position)."""
+
+    __slots__ = ("_consumer", "_read_offsets", "_seeks", "_state", "_tp")
+
+    def __init__(
+        self, records: list[Any], consumer: AIOKafkaConsumer, tp: Any, read_offsets: Any
+    ) -> None:
+        super().__init__(records)
+        self._consumer = consumer
+        self._tp = tp
+        self._read_offsets = read_offsets if isinstance(read_offsets, ReadOffsets) else None
+        self._state = partition_state(consumer, tp)
+        self._seeks = getattr(self._state, "_compat_seeks", 0)
+
+    def current(self) -> bool:
+        """True while the partition is at the position these records were fetched from."""
+        state = partition_state(self._consumer, self._tp)
+        return state is self._state and getattr(state, "_compat_seeks", 0) == self._seeks
+
+    def __iter__(self) -> Iterator[Any]:
+        for record in super().__iter__():
+            if not self.current():
+                log.info("%s moved after a fetch: its stale records are not delivered", self._tp)
+                return
+            if self._read_offsets is not None:
+                self._read_offsets.delivering[self._tp] = (record.offset, self)
+            yield record
+
+
+class ReadOffsets(defaultdict):  # type: ignore[type-arg]
+    """faust's `Consumer._read_offset`, except that the read offset of a message whose
+    partition was sought while it was being delivered does not replace the seek's."""
+
+    def __init__(self, offsets: Any) -> None:
+        super().__init__(lambda: None, offsets)
+        self.delivering: dict[Any, tuple[int, FetchedBatch]] = {}
+
+    def __setitem__(self, tp: Any, offset: Any) -> None:
+        pending = self.delivering.get(tp)
+        if pending is not None and pending[0] == offset and not pending[1].current():
+            log.info("%s sought while offset %s was delivered: read offset kept", tp, offset)
+            return
+        super().__setitem__(tp, offset)
+
+
+def partition_state(consumer: AIOKafkaConsumer, tp: Any) -> Any:
+    """aiokafka's state of `tp` in the current assignment (None if not assigned)."""
+    subscription = consumer._subscription.subscription
+    assignment = subscription.assignment if subscription is not None else None
+    return assignment.state_value(tp) if assignment is not None else None
+
+
+def drop_stale_fetches() -> None:
+    """Count every position change of a partition, and stamp each fetched batch with it."""
+    state_class = subscription_state.TopicPartitionState
+    for name in ("seek", "reset_to"):
+        original = _original(state_class, name)
+        setattr(state_class, f"_faust{name}", original)
+
+        def moved(self: Any, position: int, _original: Any = original) -> None:
+            self._compat_seeks = getattr(self, "_compat_seeks", 0) + 1
+            _original(self, position)
+
+        setattr(state_class, name, moved)
+
+    thread_class = faust_aiokafka.AIOKafkaConsumerThread
+    fetch = _original(thread_class, "_fetch_records")
+    thread_class._faust_fetch_records = fetch  # type: ignore[attr-defined]
+
+    async def fetch_records(self: Any, consumer: AIOKafkaConsumer, *args: Any, **kw: Any) -> Any:
+        records = await fetch(self, consumer, *args, **kw)
+        offsets = self.consumer._read_offset
+        # No await between the fetch and the stamp: no seek can come in between.
+        return {tp: FetchedBatch(batch, consumer, tp, offsets) for tp, batch in records.items()}
+
+    thread_class._fetch_records = fetch_records  # type: ignore[method-assign]
+
+    consumer_class = faust_consumer.Consumer
+    reset_state = _original(consumer_class, "_reset_state")
+    consumer_class._faust_reset_state = reset_state  # type: ignore[attr-defined]
+
+    def reset_with_read_offsets(self: Any) -> None:
+        reset_state(self)  # faust's __init__ has just made _read_offset a defaultdict
+        if not isinstance(self._read_offset, ReadOffsets):
+            self._read_offset = ReadOffsets(self._read_offset)
+
+    consumer_class._reset_state = reset_with_read_offsets  # type: ignore[method-assign]
+
+
+def exact_offset_gaps() -> None:
+    """A gap ends before the message read; a gap offset acked for real is counted once."""
+    consumer_class = faust_consumer.Consumer
+    add_gap = _original(consumer_class, "_add_gap")
+    new_offset = _original(consumer_class, "_new_offset")
+    consumer_class._faust_add_gap = add_gap  # type: ignore[attr-defined]
+    consumer_class._faust_new_offset = new_offset  # type: ignore[attr-defined]
+
+    async def exact_add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        # faust passes the offset of the message just read (not part of the gap).
+        await add_gap(self, tp, offset_from, offset_to - 1)
+
+    def counted_once(self: Any, tp: Any) -> int | None:
+        acked, gap = self._acked[tp], self._gap[tp]
+        if acked and gap:
+            index = self._acked_index[tp]
+            top = max(acked)
+            filled = {
+                offset
+                for interval in gap.overlap(0, top)
+                for offset in range(interval.begin, interval.end)
+            }
+            gap.chop(0, max([top + 1, *(o + 1 for o in filled)]))
+            new = sorted(filled - index)
+            acked.extend(new)
+            index.update(new)
+        return new_offset(self, tp)
+
+    consumer_class._add_gap = exact_add_gap  # type: ignore[method-assign]
+    consumer_class._new_offset = counted_once  # type: ignore[method-assign]
+
+
 def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     """Apply every adaptation to the worker's app (after `check_installed`)."""
     fail_on_discovery_error(app)
     set_fetch_max_wait(fetch_max_wait_ms)
     enable_idempotence()
+    drop_stale_fetches()
+    exact_offset_gaps()
     app.on_rebalance_complete.connect(pause_own_changelogs)
