@@ -396,11 +396,15 @@ def deliver_without_tasks() -> None:
             try:
                 yielded = first.send(None)
             except StopIteration as done:
+                for other in coros[1:]:  # the suspend_flow.wait() it was raced against
+                    if inspect.iscoroutine(other):
+                        other.close()
                 if self._stopped.is_set() or self._crashed.is_set():
                     return mode_services.WaitResults([], [], True)
                 return mode_services.WaitResults([first], [done.value], False)
             # It waits (a full buffer, flow control): the rest as a task, raced as before.
-            coros = (asyncio.ensure_future(_continued(first, yielded)), *coros[1:])
+            rest = asyncio.ensure_future(_continued(first, yielded), loop=self.loop)
+            coros = (rest, *coros[1:])
         return await original(self, *coros, timeout=timeout)
 
     consumer_class.wait_first = wait_first  # type: ignore[method-assign]
