@@ -275,17 +275,17 @@ class LeanPrometheusMonitor(faust_prometheus.PrometheusMonitor):
 
     def __init__(self, metrics: Any, **kwargs: Any) -> None:
         super().__init__(metrics, **kwargs)
-        self._children: dict[Any, Any] = {}
+        self._lean_children: dict[Any, Any] = {}
 
     def _child(self, key: Any, metric: Any, *labels: Any) -> Any:
-        child = self._children.get(key)
+        child = self._lean_children.get(key)
         if child is None:
-            child = self._children[key] = metric.labels(*labels)
+            child = self._lean_children[key] = metric.labels(*labels)
         return child
 
     def _clear_partition_related_metrics(self) -> None:
         super()._clear_partition_related_metrics()
-        self._children.clear()
+        self._lean_children.clear()
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
         m = self._metrics
@@ -301,10 +301,10 @@ class LeanPrometheusMonitor(faust_prometheus.PrometheusMonitor):
         m = self._metrics
         m.total_events.inc()
         m.total_active_events.inc()
-        child = self._children.get(stream)
+        child = self._lean_children.get(stream)
         if child is None:
             label = f"stream.{self._stream_label(stream)}.events"
-            child = self._children[stream] = m.total_events_per_stream.labels(label)
+            child = self._lean_children[stream] = m.total_events_per_stream.labels(label)
         child.inc()
         return None
 

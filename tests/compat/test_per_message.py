@@ -73,6 +73,16 @@ def test_lean_monitor_exports_the_same_values_as_faust_monitor() -> None:
     assert _exposition(faust_kafka.LeanPrometheusMonitor, 30) == _exposition(PrometheusMonitor, 30)
 
 
+def test_lean_monitor_keeps_what_faust_and_mode_keep_on_the_instance() -> None:
+    """Nothing of the base classes is overwritten (mode keeps child services in `_children`)."""
+    theirs = PrometheusMonitor(metrics=FaustMetrics.create(CollectorRegistry(), "faust"))
+    ours = faust_kafka.LeanPrometheusMonitor(
+        metrics=FaustMetrics.create(CollectorRegistry(), "faust")
+    )
+    for name, value in vars(theirs).items():
+        assert type(getattr(ours, name)) is type(value), name
+
+
 def test_lean_monitor_looks_each_label_set_up_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls = 0
     labels = MetricWrapperBase.labels
