@@ -50,18 +50,31 @@ upgrade. The adaptations:
    `consecutive_numbers` stops at every doubled entry: the commit advanced about one
    offset per commit interval (the 11-26 s crawl for ~130 messages after a rebalance).
    The gap now ends before the message read, and gap offsets are counted once.
+9. **Cheap per-message sensors** (`LeanPrometheusMonitor`). faust's Prometheus sensor runs
+   on every message, stream event, send and table access: `labels()` lookups and the base
+   Monitor's in-memory statistics (read by nothing here). At one tick per message that was
+   12% of the worker (py-spy, bench/PROFILE.md). Same metric families; labelled children
+   cached; no per-event runtime histogram (our agents iterate `noack()` streams, so an
+   event "leaves" the stream when the loop moves on, which measures nothing).
+10. **Delivery without tasks** (`deliver_without_tasks`). faust's consumer delivers each
+   fetched message through `wait_first(callback(message), suspend_flow.wait())`: four tasks
+   and an `asyncio.wait` per message, although the callback almost always finishes without
+   waiting (the stream buffer has room). Its first step now runs inline; only a callback
+   that really waits becomes a task and goes through `wait_first` as before.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import importlib.metadata
 import inspect
 import logging
 import sys
+import types
 import weakref
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,9 +83,13 @@ import faust.streams
 from aiokafka import AIOKafkaConsumer
 from aiokafka.consumer import subscription_state
 from aiokafka.structs import TopicPartition
+from faust.sensors import monitor as faust_monitor
+from faust.sensors import prometheus as faust_prometheus
+from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web import base as faust_web_base
+from mode import services as mode_services
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +127,47 @@ def _problems() -> list[str]:
         problems.append("faust.streams._current_event is no longer a ContextVar")
     problems.extend(_stale_fetch_problems())
     problems.extend(_offset_gap_problems())
+    problems.extend(_sensor_problems())
+    problems.extend(_delivery_problems())
+    return problems
+
+
+def _sensor_problems() -> list[str]:
+    problems = []
+    fields = getattr(faust_prometheus.FaustMetrics, "_fields", ())
+    missing = sorted(set(LEAN_METRICS) - set(fields))
+    if missing:
+        problems.append(f"faust FaustMetrics lost {', '.join(missing)}")
+    monitor = faust_prometheus.PrometheusMonitor
+    for name, lean in vars(LeanPrometheusMonitor).items():
+        if not name.startswith(("on_", "track_")):
+            continue
+        theirs = getattr(monitor, name, None)
+        if theirs is None or list(inspect.signature(theirs).parameters) != list(
+            inspect.signature(lean).parameters
+        ):
+            problems.append(f"faust PrometheusMonitor.{name} is gone or changed")
+    for name in ("_clear_partition_related_metrics", "_stream_label", "ms_since"):
+        if not callable(getattr(monitor, name, None)):
+            problems.append(f"faust PrometheusMonitor.{name} is gone")
+    if "time" not in inspect.signature(faust_monitor.Monitor.__init__).parameters:
+        problems.append("faust Monitor no longer takes its clock (`time`)")
+    return problems
+
+
+def _delivery_problems() -> list[str]:
+    problems = []
+    drain = " ".join(inspect.getsource(faust_consumer.Consumer._drain_messages).split())
+    if "await self.wait_first( callback(message), self.suspend_flow.wait() )" not in drain:
+        problems.append("faust Consumer._drain_messages no longer delivers through wait_first")
+    handler = inspect.getsource(faust_conductor.Conductor._compile_message_handler)
+    if "async def on_message(message: Message)" not in handler:
+        problems.append("faust Conductor's message handler is no longer `on_message`")
+    wait_first = getattr(mode_services.Service, "wait_first", None)
+    if wait_first is None or "timeout" not in inspect.signature(wait_first).parameters:
+        problems.append("mode Service.wait_first is gone or changed")
+    if getattr(mode_services, "WaitResults", None) is None:
+        problems.append("mode.services.WaitResults is gone")
     return problems
 
 
@@ -394,6 +452,168 @@ def exact_offset_gaps() -> None:
     consumer_class._new_offset = counted_once  # type: ignore[method-assign]
 
 
+# FaustMetrics fields the lean monitor updates itself
+LEAN_METRICS = (
+    "messages_received",
+    "active_messages",
+    "messages_received_per_topics",
+    "messages_received_per_topics_partition",
+    "total_events",
+    "total_active_events",
+    "total_events_per_stream",
+    "table_operations",
+    "topic_messages_sent",
+    "total_sent_messages",
+    "producer_send_latency",
+    "topic_partition_end_offset",
+)
+
+
+class LeanPrometheusMonitor(faust_prometheus.PrometheusMonitor):
+    """faust's Prometheus sensor, cheap on the per-message hooks (same metric families).
+
+    A labelled child is looked up once and kept (`labels()` costs microseconds per call);
+    the kept children of per-partition metrics are dropped whenever faust clears those
+    metrics (rebalances). The base Monitor's in-memory statistics are not kept.
+    """
+
+    def __init__(self, metrics: Any, **kwargs: Any) -> None:
+        super().__init__(metrics, **kwargs)
+        self._lean_children: dict[Any, Any] = {}
+
+    def _child(self, key: Any, metric: Any, *labels: Any) -> Any:
+        child = self._lean_children.get(key)
+        if child is None:
+            child = self._lean_children[key] = metric.labels(*labels)
+        return child
+
+    def _clear_partition_related_metrics(self) -> None:
+        super()._clear_partition_related_metrics()
+        self._lean_children.clear()
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        m = self._metrics
+        m.messages_received.inc()
+        m.active_messages.inc()
+        self._child(tp.topic, m.messages_received_per_topics, tp.topic).inc()
+        key = ("in", tp)
+        self._child(key, m.messages_received_per_topics_partition, tp.topic, tp.partition).set(
+            offset
+        )
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> Any:
+        m = self._metrics
+        m.total_events.inc()
+        m.total_active_events.inc()
+        child = self._lean_children.get(stream)
+        if child is None:
+            label = f"stream.{self._stream_label(stream)}.events"
+            child = self._lean_children[stream] = m.total_events_per_stream.labels(label)
+        child.inc()
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        self._metrics.total_active_events.dec()
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        self._metrics.active_messages.dec()
+
+    def _table(self, table: Any, operation: str) -> None:
+        key = (table.name, operation)
+        self._child(key, self._metrics.table_operations, f"table.{table.name}", operation).inc()
+
+    def on_table_get(self, table: Any, key: Any) -> None:
+        self._table(table, self.KEYS_RETRIEVED)
+
+    def on_table_set(self, table: Any, key: Any, value: Any) -> None:
+        self._table(table, self.KEYS_UPDATED)
+
+    def on_table_del(self, table: Any, key: Any) -> None:
+        self._table(table, self.KEYS_DELETED)
+
+    def on_send_initiated(
+        self, producer: Any, topic: str, message: Any, keysize: int, valsize: int
+    ) -> Any:
+        self._child(("sent", topic), self._metrics.topic_messages_sent, f"topic.{topic}").inc()
+        return self.time()
+
+    def on_send_completed(self, producer: Any, state: Any, metadata: Any) -> None:
+        self._metrics.total_sent_messages.inc()
+        self._metrics.producer_send_latency.observe(self.ms_since(state))
+
+    def track_tp_end_offset(self, tp: Any, offset: int) -> None:
+        self.tp_end_offsets[tp] = offset
+        key = ("end", tp)
+        self._child(key, self._metrics.topic_partition_end_offset, tp.topic, tp.partition).set(
+            offset
+        )
+
+
+def lean_prometheus_sensors(app: faust.App, name_prefix: str) -> None:
+    """faust's `setup_prometheus_sensors` (metrics, /metrics page) with the lean monitor."""
+    faust_prometheus.setup_prometheus_sensors(app, name_prefix=name_prefix)
+    app.monitor = LeanPrometheusMonitor(metrics=app.monitor._metrics)  # type: ignore[attr-defined]
+
+
+DELIVERY_QUALNAME = "Conductor._compile_message_handler.<locals>.on_message"
+
+
+@types.coroutine
+def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
+    """Go on driving `coro`, already started and waiting on `yielded`, in the current task."""
+    while True:
+        try:
+            sent = yield yielded
+        except GeneratorExit:
+            coro.close()
+            raise
+        except BaseException as exc:  # handed to the coroutine, as a task would
+            try:
+                yielded = coro.throw(exc)
+            except StopIteration as done:
+                return done.value
+        else:
+            try:
+                yielded = coro.send(sent)
+            except StopIteration as done:
+                return done.value
+
+
+async def _continued(coro: Any, yielded: Any) -> Any:
+    return await _resume(coro, yielded)
+
+
+def deliver_without_tasks() -> None:
+    """Run the first step of faust's per-message delivery inline in the consumer's loop."""
+    consumer_class = faust_aiokafka.Consumer
+    original = getattr(consumer_class, "_faust_wait_first", None)
+    if original is None:
+        original = consumer_class.wait_first
+        consumer_class._faust_wait_first = original  # type: ignore[attr-defined]
+
+    async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
+        first = coros[0] if coros else None
+        code = getattr(first, "cr_code", None)
+        if timeout is None and code is not None and code.co_qualname == DELIVERY_QUALNAME:
+            try:
+                yielded = first.send(None)
+            except StopIteration as done:
+                for other in coros[1:]:  # the suspend_flow.wait() it was raced against
+                    if inspect.iscoroutine(other):
+                        other.close()
+                if self._stopped.is_set() or self._crashed.is_set():
+                    return mode_services.WaitResults([], [], True)
+                return mode_services.WaitResults([first], [done.value], False)
+            # It waits (a full buffer, flow control): the rest as a task, raced as before.
+            rest = asyncio.ensure_future(_continued(first, yielded), loop=self.loop)
+            coros = (rest, *coros[1:])
+        return await original(self, *coros, timeout=timeout)
+
+    consumer_class.wait_first = wait_first  # type: ignore[method-assign]
+
+
 def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     """Apply every adaptation to the worker's app (after `check_installed`)."""
     fail_on_discovery_error(app)
@@ -401,4 +621,5 @@ def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     enable_idempotence()
     drop_stale_fetches()
     exact_offset_gaps()
+    deliver_without_tasks()
     app.on_rebalance_complete.connect(pause_own_changelogs)

@@ -10,7 +10,6 @@ import logging
 import sys
 
 import faust
-from faust.sensors.prometheus import setup_prometheus_sensors
 
 from app.compat import faust_kafka
 from app.ops.web_auth import web_application_options
@@ -59,5 +58,6 @@ faust_kafka.install(app, settings.kafka.fetch_max_wait_ms)
 # about 3% of the worker's CPU at one tick per message), which nobody reads at INFO.
 for _chatty in ("faust.topics", "aiokafka.producer.producer"):
     logging.getLogger(_chatty).setLevel(logging.INFO)
-# faust's own sensors (events, commits, send latency ...) plus app/ops/metrics.py at /metrics
-setup_prometheus_sensors(app, name_prefix="faust")
+# faust's own sensors (events, commits, send latency ...) plus app/ops/metrics.py at /metrics;
+# the lean monitor keeps their per-message cost down (app/compat/faust_kafka.py)
+faust_kafka.lean_prometheus_sensors(app, name_prefix="faust")
