@@ -142,11 +142,20 @@ class E2EResult:
     why_not: list[str] = field(default_factory=list)
     restarts: int = 0
     load_avg_1m: float = 0.0  # at the end of the window: the machine is shared
+    # The raw writer's batching (issue #21): linger, the measured send round trip, ticks
+    # per raw message, and what the arithmetic predicts for the raw message rate.
+    linger_ms: float = 0.0
+    send_rtt_ms: float = float("nan")
+    ticks_per_raw_message: float = float("nan")
+    predicted_raw_per_s: float = float("nan")
 
 
-def worker_env(sim_url: str) -> dict[str, str]:
+def worker_env(sim_url: str, linger_ms: float = 0.0) -> dict[str, str]:
     """The three OANDA brokers against the simulator, 10 instruments each; MT5 off."""
-    env = {"INGEST__BEST_PRICE__MAX_AGE_MS": str(MAX_AGE_MS)}
+    env = {
+        "INGEST__BEST_PRICE__MAX_AGE_MS": str(MAX_AGE_MS),
+        "INGEST__RAW_WRITER__LINGER_MS": str(linger_ms),
+    }
     for name in PROFILES:
         prefix = f"INGEST__BROKERS__{name.upper()}__"
         env[prefix + "ENABLED"] = "true"
@@ -251,6 +260,14 @@ class Probe:
         async with self.http.post(f"{self.sim_url}/control/{profile}", json=changes) as resp:
             resp.raise_for_status()
 
+    async def writer_stats(self) -> dict[str, Any]:
+        """The raw writer's counters from /health (`broker_writer`), {} if not there."""
+        try:
+            async with self.http.get(f"{self.worker_url}/health") as resp:
+                return dict((await resp.json(content_type=None)).get("broker_writer") or {})
+        except (aiohttp.ClientError, ValueError, TimeoutError):
+            return {}
+
     async def metrics(self) -> str:
         async with self.http.get(f"{self.worker_url}/metrics") as resp:
             return await resp.text()
@@ -306,12 +323,13 @@ def latencies(
 
 async def run(
     stack: StackConfig, run_dir: Path, partitions: int,
-    rate: int = 1000, seconds: float = 20.0, warmup_s: float = 3.0,
+    rate: int = 1000, seconds: float = 20.0, warmup_s: float = 3.0, linger_ms: float = 0.0,
 ) -> E2EResult:  # fmt: skip
     await reset_topics(stack.kafka_bootstrap, list(ALL_TOPIC_NAMES), partitions)
     app_id = f"bench-e2e-{uuid.uuid4().hex[:8]}"
     sim, sim_url = simulator(rate, run_dir / app_id / "simulator.log")
-    worker = faust_worker(stack, app_id, run_dir, partitions, extra_env=worker_env(sim_url))
+    env = worker_env(sim_url, linger_ms)
+    worker = faust_worker(stack, app_id, run_dir, partitions, extra_env=env)
     worker_url = f"http://127.0.0.1:{worker.env['INGEST__SERVICE__WEB_PORT']}"
     arrivals: list[tuple[int, bytes]] = []
 
@@ -361,6 +379,7 @@ async def run(
             return len(arrivals) >= out_total
 
         nats_complete = await wait_until(on_nats, WAIT_S) is not None
+        writer = await probe.writer_stats()
     finally:
         with contextlib.suppress(Exception):
             await nc.drain()
@@ -372,6 +391,11 @@ async def run(
     raw = await raw_latencies(stack.kafka_bootstrap, first.raw_ends, last.raw_ends)
     span = last.mono - first.mono
     sent = last.sim_lines - first.sim_lines
+    raw_per_s = (last.raw_messages - first.raw_messages) / span
+    rtt_s = writer.get("mean_round_trip_us", float("nan")) / 1e6
+    # One message in flight per partition: at most partitions / max(round trip, linger)
+    # raw messages per second, and never more than one per tick.
+    predicted = min(sent / span, partitions / max(rtt_s, linger_ms / 1000, 1e-9))
     achieved = sent / span
     backlog = max(0, int(last.sim_lines - last.ticks_in))
     why_not = []
@@ -390,7 +414,9 @@ async def run(
         re_emitted=again, p50_ms=percentile(values, 0.5), p90_ms=percentile(values, 0.9),
         p99_ms=percentile(values, 0.99), max_ms=values[-1] if values else float("nan"),
         raw_p50_ms=percentile(raw, 0.5), raw_p99_ms=percentile(raw, 0.99),
-        raw_messages_per_s=(last.raw_messages - first.raw_messages) / span,
+        raw_messages_per_s=raw_per_s, linger_ms=linger_ms, send_rtt_ms=rtt_s * 1000,
+        ticks_per_raw_message=sent / max(1, last.raw_messages - first.raw_messages),
+        predicted_raw_per_s=predicted,
         out_messages_per_s=(last.out_messages - first.out_messages) / span,
         worker_cpu_pct=100 * (last.worker_cpu_s - first.worker_cpu_s) / span,
         simulator_cpu_pct=100 * (last.sim_cpu_s - first.sim_cpu_s) / span,

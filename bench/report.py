@@ -153,8 +153,9 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
         "| target ticks/s | achieved ticks/s (simulator /stats) | seconds | ticks received on "
         "NATS | p50 ms | p99 ms | max ms | raw Kafka msgs/s | market-data-stream msgs/s "
         "| worker CPU % | worker waiting for CPU % | simulator CPU % | Kafka CPU % "
-        "| source -> raw produce p50/p99 ms | load avg 1 min | kept up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| source -> raw produce p50/p99 ms | linger ms | raw send round trip ms "
+        "| lines per raw msg | predicted raw msgs/s | load avg 1 min | kept up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in e2e["rows"]:
         kept = "yes" if row["kept_up"] else "**no** (" + "; ".join(row["why_not"]) + ")"
@@ -168,10 +169,17 @@ def e2e_table(e2e: dict[str, Any]) -> list[str]:
             f"{row.get('worker_wait_pct', float('nan')):.0f} | "
             f"{row['simulator_cpu_pct']:.0f} | {row['kafka_cpu_pct']:.0f} | "
             f"{row['raw_p50_ms']:.0f} / {row['raw_p99_ms']:.0f} | "
+            f"{row.get('linger_ms', 0):g} | {row.get('send_rtt_ms', float('nan')):.1f} | "
+            f"{row.get('ticks_per_raw_message', float('nan')):.1f} | "
+            f"{_fmt(row.get('predicted_raw_per_s', float('nan')))} | "
             f"{row.get('load_avg_1m', 0):.1f} | {kept} |"
         )
     lines += [
-        f"| targets (issue #21) | | | | | {E2E_TARGETS} | | | | | | | | | | |", "",
+        f"| targets (issue #21) | | | | | {E2E_TARGETS} | | | | | | | | | | | | | | |", "",
+        "Batching arithmetic: the raw writer keeps one message in flight per partition of "
+        "raw.broker.ticks, so it sends at most min(tick rate, partitions / max(send round "
+        "trip, linger)) messages per second; 'predicted' is that bound with the round trip "
+        "measured in the run (mean send -> Kafka ack, from /health broker_writer).", "",
         f"Kept up = {e2e['kept_up']}. CPU % is of one core; waiting for CPU = "
         "the worker's event-loop thread runnable but not running (/proc/<pid>/schedstat), "
         "i.e. the machine's other load. Source -> raw produce: from "

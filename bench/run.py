@@ -65,6 +65,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="simulator ticks/s in total, comma-separated (1000,10000,50000)",
     )
     parser.add_argument(
+        "--e2e-lingers",
+        default="0",
+        help="raw_writer.linger_ms values to run each rate with, comma-separated (0)",
+    )
+    parser.add_argument(
         "--e2e-seconds",
         type=float,
         default=20.0,
@@ -171,9 +176,12 @@ async def run_e2e(args: argparse.Namespace, cfg: Any, run_dir: Path) -> dict[str
 
     rows = []
     for rate in (int(r) for r in args.e2e_rates.split(",")):
-        result = await e2e.run(cfg, run_dir, args.partitions, rate, args.e2e_seconds)
-        rows.append(asdict(result))
-        log.info("e2e %s", rows[-1])
+        for linger in (float(x) for x in args.e2e_lingers.split(",")):
+            result = await e2e.run(
+                cfg, run_dir, args.partitions, rate, args.e2e_seconds, linger_ms=linger
+            )
+            rows.append(asdict(result))
+            log.info("e2e %s", rows[-1])
     return {"rows": rows, "kept_up": e2e.KEPT_UP}
 
 
