@@ -56,25 +56,18 @@ upgrade. The adaptations:
    12% of the worker (py-spy, bench/PROFILE.md). Same metric families; labelled children
    cached; no per-event runtime histogram (our agents iterate `noack()` streams, so an
    event "leaves" the stream when the loop moves on, which measures nothing).
-10. **Delivery without tasks** (`deliver_without_tasks`). faust's consumer delivers each
-   fetched message through `wait_first(callback(message), suspend_flow.wait())`: four tasks
-   and an `asyncio.wait` per message, although the callback almost always finishes without
-   waiting (the stream buffer has room). Its first step now runs inline; only a callback
-   that really waits becomes a task and goes through `wait_first` as before.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import importlib.metadata
 import inspect
 import logging
 import sys
-import types
 import weakref
 from collections import defaultdict
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -85,11 +78,9 @@ from aiokafka.consumer import subscription_state
 from aiokafka.structs import TopicPartition
 from faust.sensors import monitor as faust_monitor
 from faust.sensors import prometheus as faust_prometheus
-from faust.transport import conductor as faust_conductor
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web import base as faust_web_base
-from mode import services as mode_services
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +119,6 @@ def _problems() -> list[str]:
     problems.extend(_stale_fetch_problems())
     problems.extend(_offset_gap_problems())
     problems.extend(_sensor_problems())
-    problems.extend(_delivery_problems())
     return problems
 
 
@@ -152,22 +142,6 @@ def _sensor_problems() -> list[str]:
             problems.append(f"faust PrometheusMonitor.{name} is gone")
     if "time" not in inspect.signature(faust_monitor.Monitor.__init__).parameters:
         problems.append("faust Monitor no longer takes its clock (`time`)")
-    return problems
-
-
-def _delivery_problems() -> list[str]:
-    problems = []
-    drain = " ".join(inspect.getsource(faust_consumer.Consumer._drain_messages).split())
-    if "await self.wait_first( callback(message), self.suspend_flow.wait() )" not in drain:
-        problems.append("faust Consumer._drain_messages no longer delivers through wait_first")
-    handler = inspect.getsource(faust_conductor.Conductor._compile_message_handler)
-    if "async def on_message(message: Message)" not in handler:
-        problems.append("faust Conductor's message handler is no longer `on_message`")
-    wait_first = getattr(mode_services.Service, "wait_first", None)
-    if wait_first is None or "timeout" not in inspect.signature(wait_first).parameters:
-        problems.append("mode Service.wait_first is gone or changed")
-    if getattr(mode_services, "WaitResults", None) is None:
-        problems.append("mode.services.WaitResults is gone")
     return problems
 
 
@@ -557,63 +531,6 @@ def lean_prometheus_sensors(app: faust.App, name_prefix: str) -> None:
     app.monitor = LeanPrometheusMonitor(metrics=app.monitor._metrics)  # type: ignore[attr-defined]
 
 
-DELIVERY_QUALNAME = "Conductor._compile_message_handler.<locals>.on_message"
-
-
-@types.coroutine
-def _resume(coro: Any, yielded: Any) -> Generator[Any, Any, Any]:
-    """Go on driving `coro`, already started and waiting on `yielded`, in the current task."""
-    while True:
-        try:
-            sent = yield yielded
-        except GeneratorExit:
-            coro.close()
-            raise
-        except BaseException as exc:  # handed to the coroutine, as a task would
-            try:
-                yielded = coro.throw(exc)
-            except StopIteration as done:
-                return done.value
-        else:
-            try:
-                yielded = coro.send(sent)
-            except StopIteration as done:
-                return done.value
-
-
-async def _continued(coro: Any, yielded: Any) -> Any:
-    return await _resume(coro, yielded)
-
-
-def deliver_without_tasks() -> None:
-    """Run the first step of faust's per-message delivery inline in the consumer's loop."""
-    consumer_class = faust_aiokafka.Consumer
-    original = getattr(consumer_class, "_faust_wait_first", None)
-    if original is None:
-        original = consumer_class.wait_first
-        consumer_class._faust_wait_first = original  # type: ignore[attr-defined]
-
-    async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
-        first = coros[0] if coros else None
-        code = getattr(first, "cr_code", None)
-        if timeout is None and code is not None and code.co_qualname == DELIVERY_QUALNAME:
-            try:
-                yielded = first.send(None)
-            except StopIteration as done:
-                for other in coros[1:]:  # the suspend_flow.wait() it was raced against
-                    if inspect.iscoroutine(other):
-                        other.close()
-                if self._stopped.is_set() or self._crashed.is_set():
-                    return mode_services.WaitResults([], [], True)
-                return mode_services.WaitResults([first], [done.value], False)
-            # It waits (a full buffer, flow control): the rest as a task, raced as before.
-            rest = asyncio.ensure_future(_continued(first, yielded), loop=self.loop)
-            coros = (rest, *coros[1:])
-        return await original(self, *coros, timeout=timeout)
-
-    consumer_class.wait_first = wait_first  # type: ignore[method-assign]
-
-
 def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     """Apply every adaptation to the worker's app (after `check_installed`)."""
     fail_on_discovery_error(app)
@@ -621,5 +538,4 @@ def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     enable_idempotence()
     drop_stale_fetches()
     exact_offset_gaps()
-    deliver_without_tasks()
     app.on_rebalance_complete.connect(pause_own_changelogs)

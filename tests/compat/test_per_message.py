@@ -3,16 +3,13 @@ faust's does, and a fetched message reaches its stream without tasks unless it m
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from types import SimpleNamespace
 from typing import Any
 
-import faust
 import pytest
 from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics import MetricWrapperBase
@@ -121,112 +118,6 @@ def test_worker_app_uses_the_lean_monitor() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip().splitlines()[-1] == "True", done.stderr
-
-
-@pytest.fixture
-async def delivery(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """A real faust consumer and conductor handler, the consumer class patched (and restored)."""
-    consumer_class = faust_aiokafka.Consumer
-    original = getattr(consumer_class, "_faust_wait_first", consumer_class.wait_first)
-    monkeypatch.setattr(consumer_class, "wait_first", original)
-    monkeypatch.delattr(consumer_class, "_faust_wait_first", raising=False)
-    faust_kafka.deliver_without_tasks()
-    app = faust.App("compat-delivery-test", broker="kafka://127.0.0.1:1", store="memory://")
-    consumer = app.consumer
-    assert isinstance(consumer, consumer_class)
-    handler = app.topics._compile_message_handler()
-    return SimpleNamespace(app=app, consumer=consumer, handler=handler)
-
-
-def _counting_tasks(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    created: list[object] = []
-    ensure_future = asyncio.ensure_future
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        created.append(args[0])
-        return ensure_future(*args, **kwargs)
-
-    monkeypatch.setattr(asyncio, "ensure_future", counted)
-    return created
-
-
-@pytest.mark.filterwarnings("error::RuntimeWarning")  # the unused wait() is closed
-async def test_message_that_needs_no_wait_is_delivered_without_tasks(
-    delivery: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    got: list[object] = []
-
-    async def stream_callback(message: object) -> None:
-        got.append(message)
-
-    message = SimpleNamespace(tp=TPS[0])
-    delivery.app.topics._tp_to_callback[TPS[0]] = stream_callback
-    created = _counting_tasks(monkeypatch)
-    suspend = asyncio.Event()
-    result = await delivery.consumer.wait_first(delivery.handler(message), suspend.wait())
-    assert got == [message]
-    assert created == []  # mode's wait_first: four tasks for this one message
-    assert not result.stopped
-
-
-async def test_message_that_waits_is_delivered_later_or_abandoned_on_suspend(
-    delivery: Any,
-) -> None:
-    gate = asyncio.Event()
-    got: list[str] = []
-
-    async def stream_callback(message: object) -> None:
-        try:
-            await gate.wait()  # a full stream buffer
-            await asyncio.sleep(0)
-            got.append("delivered")
-        except asyncio.CancelledError:
-            got.append("cancelled")
-            raise
-
-    delivery.app.topics._tp_to_callback[TPS[0]] = stream_callback
-    suspend = asyncio.Event()
-    waiting = asyncio.ensure_future(
-        delivery.consumer.wait_first(delivery.handler(SimpleNamespace(tp=TPS[0])), suspend.wait())
-    )
-    await asyncio.sleep(0.05)
-    assert not waiting.done()
-    gate.set()
-    await asyncio.wait_for(waiting, 5)
-    assert got == ["delivered"]
-
-    gate.clear()
-    waiting = asyncio.ensure_future(
-        delivery.consumer.wait_first(delivery.handler(SimpleNamespace(tp=TPS[0])), suspend.wait())
-    )
-    await asyncio.sleep(0.05)
-    suspend.set()  # a rebalance stops the flow: the delivery is abandoned, as in faust
-    await asyncio.wait_for(waiting, 5)
-    await asyncio.sleep(0)
-    assert got == ["delivered", "cancelled"]
-
-
-async def test_other_waits_are_left_to_mode(delivery: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def other() -> int:
-        return 1
-
-    created = _counting_tasks(monkeypatch)
-    result = await delivery.consumer.wait_first(other())
-    assert result.results == [1]
-    assert len(created) == 3  # mode's own wait_first ran
-
-
-def test_check_sees_drain_messages_no_longer_using_wait_first(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from faust.transport import consumer as faust_consumer
-
-    async def drain(self: Any, fetcher: Any) -> None:
-        return None
-
-    monkeypatch.setattr(faust_consumer.Consumer, "_drain_messages", drain)
-    with pytest.raises(faust_kafka.CompatError, match="_drain_messages"):
-        faust_kafka.check_installed()
 
 
 def test_check_sees_a_sensor_hook_changed(monkeypatch: pytest.MonkeyPatch) -> None:
