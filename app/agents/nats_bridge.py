@@ -15,15 +15,10 @@ per input partition (table nats-bridge-published), and skips offsets at or below
 it reads a partition again, however long it was down. What that cannot catch: a crash
 between the NATS ack and that table write reaching Kafka (milliseconds), and copies of
 the same bytes at new offsets - those two still rely on the window (docs/downstream.md).
-The stored prefix is written at most once per partition every `kafka.table_write_interval_ms`
-(its newest value; each write is a RocksDB write and a changelog message), and read once
-per partition and consumer generation (only this worker moves it meanwhile, and only
-below what it reads next): the crash window above grows by that interval, no more.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -108,55 +103,15 @@ def published_offset(event: EventT, tp: str) -> int:
     return int(stored) if stored else -1
 
 
-class PublishedOffsets:
-    """`published_offset` read once per partition and consumer generation, written coalesced.
-
-    Within a generation only this worker moves a partition's stored offset, and only to
-    offsets it already read, so the first value read decides every skip of that generation.
-    """
-
-    def __init__(self, write_interval_s: float) -> None:
-        self.write_interval_s = write_interval_s
-        self.read: dict[str, tuple[Any, int]] = {}  # tp -> (generation, stored offset)
-        self.unwritten: dict[str, tuple[int, EventT]] = {}  # tp -> (offset, its event)
-        self.timer: asyncio.TimerHandle | None = None
-
-    def stored(self, event: EventT, tp: str) -> int:
-        generation = event.message.generation_id
-        known = self.read.get(tp)
-        if known is None or known[0] != generation:
-            known = self.read[tp] = (generation, published_offset(event, tp))
-        return known[1]
-
-    def acked_through(self, tp: str, offset: int, event: EventT) -> None:
-        """Every offset of `tp` up to `offset` is on NATS: store it within the interval."""
-        self.unwritten[tp] = (offset, event)
-        if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.write_interval_s, self.write)
-
-    def write(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = None
-        unwritten, self.unwritten = self.unwritten, {}
-        owned = app.assignor.assigned_actives()
-        for tp, (offset, event) in unwritten.items():
-            if event.message.tp not in owned:
-                continue  # revoked meanwhile: the new owner re-reads (JetStream de-duplicates)
-            with in_event(event):  # the changelog partition of the bridged message
-                bridge_published[tp.encode()] = str(offset).encode()
-
-
-published = PublishedOffsets(settings.kafka.table_write_interval_ms / 1000)
-
-
 def _ack_callback(event: EventT, tp: str, offset: int) -> Callable[[], None]:
     def acked() -> None:
         event.ack()
         progress.on_acked(tp, offset)
         moved = acked_prefix.acked(tp, offset)
         if moved is not None:
-            published.acked_through(tp, *moved)
+            done, done_event = moved
+            with in_event(done_event):  # the changelog partition of the bridged message
+                bridge_published[tp.encode()] = str(done).encode()
 
     return acked
 
@@ -182,24 +137,12 @@ async def _bridge(
     subject_of: Callable[[str, bytes], str],
     id_of: Callable[[bytes], str] = message_id,
 ) -> None:
-    try:
-        await _bridge_events(stream, subject_of, id_of)
-    finally:
-        try:  # stopping: store what NATS acked so far (a crash leaves it to JetStream)
-            published.write()
-        except Exception:
-            log.exception("nats bridge: storing the published offsets at stop failed")
-
-
-async def _bridge_events(
-    stream: StreamT, subject_of: Callable[[str, bytes], str], id_of: Callable[[bytes], str]
-) -> None:
     prefix = settings.nats.subject_prefix
     async for event in stream.noack().events():
         message = event.message
         payload: bytes = event.value
         tp = f"{message.topic}/{message.partition}"
-        if message.offset <= published.stored(event, tp):
+        if message.offset <= published_offset(event, tp):
             progress.on_consumed(tp, message.offset)
             progress.skipped_published += 1
             progress.on_acked(tp, message.offset)
