@@ -100,9 +100,9 @@ async def load_over(bootstrap: str, messages: list[Message], seconds: float) -> 
     return times
 
 
-# One rerun: on 2026-12-01 one run of 5 with adaptations 7 and 8 ended with JetStream at
-# 792/797 (market-data-stream complete), with a since-withdrawn bridge change in; cause
-# not established (issue #17). A rerun shows as R in the report: it is not hidden.
+# One rerun: on 2026-12-01 JetStream fell short with market-data-stream complete in 2 of
+# 7 runs with adaptations 7 and 8 (792/797, and 782/797 in the clean-clone CI run); cause
+# not established, issue #17 stays open for it. A rerun shows as R in the report.
 @pytest.mark.flaky(reruns=1)
 async def test_rebalance_storm_loses_nothing_and_commits_reach_the_end(
     stack: StackConfig, clean_run: CleanRun, fresh_input, input_messages, tmp_path: Path, report
