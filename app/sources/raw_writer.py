@@ -54,7 +54,6 @@ class _Lane:
 
     topic: str
     partition: int | None  # None: a rejection lane, partitioned by its key
-    key: bytes  # the rejection lane's key (unused for partition lanes)
     items: deque[tuple[bytes, bytes]] = field(default_factory=deque)  # (key, value)
     busy: bool = False
 
@@ -101,7 +100,6 @@ class RawWriter:
         self.largest_batch = 0
         self.multi_symbol_messages = 0
         self.round_trip_s = 0.0  # summed send -> Kafka ack of the raw messages
-        self.records_messages = 0
 
     def put(self, key: bytes, record: codec.RawRecord) -> None:
         """Queue a raw record of symbol `key` for `raw_topic`, batched with its partition's."""
@@ -109,12 +107,12 @@ class RawWriter:
         if partition is None:
             partition = self._partition_of[key] = key_partition(key, self.partitions)
         record.symbol = key.decode("utf-8", "replace")
-        lane = self._lane(self.raw_topic, partition, partition, b"")
+        lane = self._lane(self.raw_topic, partition, partition)
         self._enqueue(lane, key, record.SerializeToString())
 
     def reject(self, key: bytes, rejection: bytes) -> None:
         """Queue an encoded Rejection for `rejects_topic` (one per message, as consumers expect)."""
-        self._enqueue(self._lane(self.rejects_topic, key, None, key), key, rejection)
+        self._enqueue(self._lane(self.rejects_topic, key, None), key, rejection)
 
     @property
     def full(self) -> bool:
@@ -150,13 +148,15 @@ class RawWriter:
             "send_failures": self.send_failures,
             "largest_batch": self.largest_batch,
             "multi_symbol_messages": self.multi_symbol_messages,
-            "mean_round_trip_us": round(1e6 * self.round_trip_s / max(1, self.records_messages)),
+            "mean_round_trip_us": round(
+                1e6 * self.round_trip_s / max(1, self.messages_sent - self.rejects_sent)
+            ),
         }
 
-    def _lane(self, topic: str, lane_id: int | bytes, partition: int | None, key: bytes) -> _Lane:
+    def _lane(self, topic: str, lane_id: int | bytes, partition: int | None) -> _Lane:
         lane = self._lanes.get((topic, lane_id))
         if lane is None:
-            lane = self._lanes[(topic, lane_id)] = _Lane(topic, partition, key)
+            lane = self._lanes[(topic, lane_id)] = _Lane(topic, partition)
         return lane
 
     def _enqueue(self, lane: _Lane, key: bytes, value: bytes) -> None:
@@ -203,7 +203,6 @@ class RawWriter:
                 await self._deliver(lane, key, value, count)
                 if lane.partition is not None:
                     self.round_trip_s += time.perf_counter() - started
-                    self.records_messages += 1
                 self.buffered -= count
                 self.messages_sent += 1
                 if lane.partition is None:
