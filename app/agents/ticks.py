@@ -235,7 +235,7 @@ class TickGroup:
             counts[MALFORMED_BATCH] = counts.get(MALFORMED_BATCH, 0) + 1
             outputs = MessageOutputs()
             self._collect(outputs, out_key, BatchResult(rejected=[rejected]))
-            self._send(outputs, partition, topic, offset)
+            self._append_outputs(outputs, partition, topic, offset)
             return
         by_symbol = records_by_symbol(records, out_key)
         outputs = MessageOutputs()
@@ -270,7 +270,7 @@ class TickGroup:
                 TICKS_IN.child(source).inc(count)
             if self.live and symbol in SYMBOL_TICKS:
                 SYMBOL_TICKS[symbol].inc(len(symbol_records))
-        self._send(outputs, partition, topic, offset)
+        self._append_outputs(outputs, partition, topic, offset)
         last = records[-1]
         self.last_receive_ns = last.tick.receive_time_ns or last.receive_time_ns
 
@@ -309,7 +309,9 @@ class TickGroup:
             for reason in rej.reasons:
                 REJECTS.labels(rej.stage, reason).inc()
 
-    def _send(self, outputs: MessageOutputs, partition: int, topic: str, offset: int) -> None:
+    def _append_outputs(
+        self, outputs: MessageOutputs, partition: int, topic: str, offset: int
+    ) -> None:
         """The message's outputs, in a deterministic order (bytes are a function of the
         message and the state: a re-processed message re-produces the same bytes)."""
         for source, (keys, items) in outputs.streams.items():
