@@ -56,6 +56,21 @@ upgrade. The adaptations:
    12% of the worker (py-spy, bench/PROFILE.md). Same metric families; labelled children
    cached; no per-event runtime histogram (our agents iterate `noack()` streams, so an
    event "leaves" the stream when the loop moves on, which measures nothing).
+10. **Stream partitions resumed after the seek and the queue clear**
+   (`resume_streams_after_seek`). At the end of every rebalance faust resumes the stream
+   partitions, then awaits the seek to the committed offsets, then resumes flow control
+   (`Recovery.on_recovery_completed`, faust/tables/recovery.py 649-660, and
+   `Recovery._resume_streams`, 314-328). Flow control was already resumed for the
+   changelog reading, so records are fetched and put into the agents' queues while the
+   seek is awaited - and `FlowControlEvent.resume()` then clears every agent queue
+   (mode/utils/queues.py, `clear_on_resume`). Those records are gone: aiokafka's
+   position is past them, and `perform_seek` has just set the read offset back to the
+   committed offset, so the next record read opens a gap over them that the next commit
+   counts as done. Seen in the rebalance storm as runs of up to 10 consecutive
+   market-data-stream offsets per partition that the NATS bridge never received (and raw
+   messages the processing agents never received), with every later offset processed.
+   The stream partitions are now resumed only once the seek is done and flow control
+   has cleared the queues: the first record fetched is the one at the committed offset.
 """
 
 from __future__ import annotations
@@ -78,9 +93,11 @@ from aiokafka.consumer import subscription_state
 from aiokafka.structs import TopicPartition
 from faust.sensors import monitor as faust_monitor
 from faust.sensors import prometheus as faust_prometheus
+from faust.tables import recovery as faust_recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.web import base as faust_web_base
+from mode.utils.queues import FlowControlEvent
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +136,28 @@ def _problems() -> list[str]:
     problems.extend(_stale_fetch_problems())
     problems.extend(_offset_gap_problems())
     problems.extend(_sensor_problems())
+    problems.extend(_resume_order_problems())
+    return problems
+
+
+# What each of faust's stream-resuming methods calls, in this order (adaptation 10).
+RESUME_ORDER = ("consumer.resume_partitions(", "consumer.perform_seek()", "flow_control.resume()")
+
+
+def _resume_order_problems() -> list[str]:
+    problems = []
+    for name in ("on_recovery_completed", "_resume_streams"):
+        source = _source(_original(faust_recovery.Recovery, name))
+        at = [source.find(call) for call in RESUME_ORDER]
+        if not 0 <= at[0] < at[1] < at[2]:
+            problems.append(
+                f"faust Recovery.{name} no longer resumes stream partitions, seeks, then"
+                " resumes flow control"
+            )
+    if "self.clear()" not in _source(FlowControlEvent.resume) or "queue.clear()" not in _source(
+        FlowControlEvent.clear
+    ):
+        problems.append("mode FlowControlEvent.resume no longer clears the queues")
     return problems
 
 
@@ -426,6 +465,47 @@ def exact_offset_gaps() -> None:
     consumer_class._new_offset = counted_once  # type: ignore[method-assign]
 
 
+@contextmanager
+def _stream_resume_deferred(app: faust.App) -> Iterator[None]:
+    """Within: `consumer.resume_partitions` only notes the partitions, and they are resumed
+    right after `app.flow_control.resume()` has cleared the agents' queues."""
+    consumer, flow_control = app.consumer, app.flow_control
+    deferred: set[Any] = set()
+    resume_partitions, resume_flow_control = consumer.resume_partitions, flow_control.resume
+
+    def resume_then_fetch() -> None:
+        resume_flow_control()  # clears every agent queue
+        if deferred:
+            resume_partitions(set(deferred))
+            deferred.clear()
+
+    consumer.resume_partitions = deferred.update  # type: ignore[method-assign]
+    flow_control.resume = resume_then_fetch  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del consumer.resume_partitions
+        del flow_control.resume
+        if deferred:  # the seek failed: resumed as faust would have
+            resume_partitions(deferred)
+
+
+def resume_streams_after_seek() -> None:
+    """Resume stream partitions after the seek to the committed offsets and the queue clear."""
+    recovery_class = faust_recovery.Recovery
+    for name in ("on_recovery_completed", "_resume_streams"):
+        original = _original(recovery_class, name)
+        setattr(recovery_class, f"_faust{name}", original)
+
+        async def resume_streams(
+            self: Any, generation_id: int = 0, _original: Any = original
+        ) -> None:
+            with _stream_resume_deferred(self.app):
+                await _original(self, generation_id)
+
+        setattr(recovery_class, name, resume_streams)
+
+
 # FaustMetrics fields the lean monitor updates itself
 LEAN_METRICS = (
     "messages_received",
@@ -538,4 +618,5 @@ def install(app: faust.App, fetch_max_wait_ms: int) -> None:
     enable_idempotence()
     drop_stale_fetches()
     exact_offset_gaps()
+    resume_streams_after_seek()
     app.on_rebalance_complete.connect(pause_own_changelogs)

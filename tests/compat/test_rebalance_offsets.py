@@ -18,14 +18,17 @@ import pytest
 from aiokafka.consumer import subscription_state
 from aiokafka.consumer.subscription_state import SubscriptionState
 from aiokafka.structs import ConsumerRecord, TopicPartition
+from faust.tables.recovery import Recovery
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+from mode.utils.queues import FlowControlQueue
 
 from app.compat import faust_kafka
 
 TOPIC = "raw.broker.ticks"
 TP0 = TP(TOPIC, 0)
+CHANGELOG = TP("app-table-changelog", 0)
 ADAPTED = [
     (faust_consumer.Consumer, "_add_gap"),
     (faust_consumer.Consumer, "_new_offset"),
@@ -255,3 +258,87 @@ async def test_a_batch_from_before_a_reassignment_is_not_delivered_after_it(
         assert delivered == list(range(20, 40))
     else:
         assert delivered == [20]
+
+
+@pytest.fixture(params=["faust", "adapted"])
+def resume_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Adaptations 7 and 8 on; adaptation 10 (stream partitions resumed after the seek and
+    the queue clear) off as faust ships, then on."""
+    for cls, name in ADAPTED:
+        monkeypatch.setattr(cls, name, faust_kafka._original(cls, name))
+    for name in ("on_recovery_completed", "_resume_streams"):
+        monkeypatch.setattr(Recovery, name, faust_kafka._original(Recovery, name))
+    faust_kafka.drop_stale_fetches()
+    faust_kafka.exact_offset_gaps()
+    if request.param == "adapted":
+        faust_kafka.resume_streams_after_seek()
+    return request.param
+
+
+async def test_records_fetched_while_the_rebalance_seek_is_awaited_reach_the_agent(
+    resume_variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """faust's real `Recovery.on_recovery_completed` at the end of a rebalance, with the
+    drain loop running and an agent queue that flow control clears on resume (as every
+    agent's is). The stream partition is paused, flow control already resumed (for the
+    changelog reading), 10 committed. faust resumes the partition and awaits the seek;
+    the seek lands in the consumer thread, and while its result travels back, records
+    10..39 are fetched into the agent queue; then the read offset is set back to 10 and
+    resuming flow control clears the queue. The agent never gets 10..39, and the next
+    record (40, once it is written) opens a gap over them that the commit counts as done."""
+    log = MemoryLog(size=40, committed=10)
+    consumer = faust_consumer_on(log, monkeypatch)
+    app = consumer.app
+    seek_to_committed = log.seek_to_committed
+
+    async def seek_then_return() -> dict[TopicPartition, int]:
+        offsets = await seek_to_committed()
+        await asyncio.sleep(0.05)  # the way back from the consumer thread
+        return offsets
+
+    log.seek_to_committed = seek_then_return  # type: ignore[method-assign]
+    log.assignment = lambda: {TopicPartition(TOPIC, 0)}  # type: ignore[attr-defined]
+
+    async def no_fetcher() -> None:
+        return None
+
+    monkeypatch.setattr(app._fetcher, "maybe_start", no_fetcher)
+    consumer._set_active_tps({TP0, CHANGELOG})  # a standby's changelog keeps the loop fetching
+    consumer.pause_partitions({TP0})
+    app.flow_control.resume()  # as recovery does before reading the changelogs
+    queue: FlowControlQueue[int] = FlowControlQueue(
+        flow_control=app.flow_control, clear_on_resume=True
+    )
+    stopped = asyncio.Event()
+    fetcher = type("Fetcher", (), {"_stopped": stopped})()
+
+    async def conductor(message: Any) -> None:  # faust's conductor: into the agent queue
+        queue.put_nowait(message.offset)
+        if message.offset >= 59:
+            stopped.set()
+
+    consumer.callback = conductor
+    draining = asyncio.ensure_future(consumer._drain_messages(fetcher))
+    await app.tables.recovery.on_recovery_completed(app.consumer_generation_id)
+    log.size = 60  # 40..59 written after the rebalance
+    await asyncio.wait_for(draining, 10)
+    received = [queue.get_nowait() for _ in range(queue.qsize())]
+    ack_offsets(consumer, iter(received))
+    if resume_variant == "faust":
+        assert received == list(range(40, 60))  # 10..39 never reach the agent
+        assert consumer._new_offset(TP0) == 60  # and are committed as a gap
+    else:
+        assert received == list(range(10, 60))  # from the committed offset, in order, once
+        assert consumer._new_offset(TP0) == 60
+
+
+def test_check_names_a_changed_resume_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def on_recovery_completed(self: Any, generation_id: int = 0) -> None:
+        await self.app.consumer.perform_seek()
+        self.app.flow_control.resume()
+        self.app.consumer.resume_partitions(set())
+
+    monkeypatch.setattr(Recovery, "on_recovery_completed", on_recovery_completed)
+    monkeypatch.delattr(Recovery, "_fauston_recovery_completed", raising=False)
+    with pytest.raises(faust_kafka.CompatError, match="on_recovery_completed no longer resumes"):
+        faust_kafka.check_installed()

@@ -128,6 +128,13 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Message]:
     """Every record of `topic` up to its end offsets at the time of the call."""
+    return [(key, value) for _, _, key, value in await read_located(bootstrap, topic, timeout)]
+
+
+async def read_located(
+    bootstrap: str, topic: str, timeout: float = 30.0
+) -> list[tuple[int, int, bytes | None, bytes]]:
+    """Every record of `topic` up to its end offsets, as (partition, offset, key, value)."""
     ends = await end_offsets(bootstrap, topic)
     tps = [TopicPartition(topic, p) for p, end in ends.items() if end]
     if not tps:
@@ -136,7 +143,7 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Me
         bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest"
     )
     await consumer.start()
-    out: list[Message] = []
+    out: list[tuple[int, int, bytes | None, bytes]] = []
     try:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
@@ -148,7 +155,7 @@ async def read_all(bootstrap: str, topic: str, timeout: float = 30.0) -> list[Me
             for tp, records in batch.items():
                 for r in records:
                     if r.offset < ends[tp.partition]:
-                        out.append((r.key, r.value))
+                        out.append((tp.partition, r.offset, r.key, r.value))
                 if tp.partition in left and await consumer.position(tp) >= left[tp.partition]:
                     del left[tp.partition]
     finally:
@@ -196,10 +203,35 @@ async def wait_complete(
         if time.monotonic() > deadline:
             raise AssertionError(
                 f"incomplete after {timeout}s: {len(set(clean.stream) - stream_out)} stream and"
-                f" {len(set(clean.rejects) - rejects)} reject messages missing,"
+                f" {len(set(clean.rejects) - rejects)} reject messages missing"
+                f" (read from {raw_lineage(set(clean.stream) - stream_out)}),"
                 f" JetStream {stored}/{len(clean.jetstream)}"
+                f" (not in JetStream: {await jetstream_gaps(bootstrap, nats_url, stream)})"
             )
         await asyncio.sleep(0.5)
+
+
+def raw_lineage(messages: Iterable[Message]) -> str:
+    """The raw partition@offsets that `messages` (market-data-stream) were made from."""
+    where = sorted(
+        {
+            (tick.lineage.partition, tick.lineage.offset)
+            for _, value in messages
+            for tick in codec.decode_market_data(value).ticks
+        }
+    )
+    return ", ".join(f"p{p}@{o}" for p, o in where) or "none"
+
+
+async def jetstream_gaps(bootstrap: str, nats_url: str, stream: str) -> str:
+    """The market-data-stream messages whose bytes JetStream lacks, as partition@offsets
+    (where a bridge failure is to be looked for in the worker logs)."""
+    stored = {data for _, data in await jetstream_messages(nats_url, stream)}
+    missing: dict[int, list[int]] = {}
+    for partition, offset, _, value in await read_located(bootstrap, MARKET_DATA_STREAM):
+        if value not in stored:
+            missing.setdefault(partition, []).append(offset)
+    return "; ".join(f"p{p}@{offs}" for p, offs in sorted(missing.items())) or "none"
 
 
 async def wait_committed(bootstrap: str, group: str, timeout: float = 120.0) -> None:
