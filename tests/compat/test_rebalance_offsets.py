@@ -342,3 +342,59 @@ def test_check_names_a_changed_resume_order(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delattr(Recovery, "_fauston_recovery_completed", raising=False)
     with pytest.raises(faust_kafka.CompatError, match="on_recovery_completed no longer resumes"):
         faust_kafka.check_installed()
+
+
+class WaitingLog(MemoryLog):
+    """A MemoryLog whose fetch waits for data as aiokafka's does, and then applies the
+    partition filter as aiokafka's `Fetcher.fetched_records` does (fetcher.py 1221):
+    an empty filter drains every partition."""
+
+    async def fetched_records(self, partitions: Any, timeout: float = 0, **_: Any) -> Any:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            state = self.state()
+            start = state.position
+            if start < self.size and not (partitions and TP0 not in partitions):
+                end = min(start + self.batch, self.size)
+                state.consumed_to(end)
+                return {TopicPartition(TOPIC, 0): [self.record(o) for o in range(start, end)]}
+            if asyncio.get_running_loop().time() >= deadline:
+                return {}
+            await asyncio.sleep(0.01)
+
+
+async def test_a_fetch_waiting_while_every_partition_is_paused_takes_no_records(
+    variant: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in recovery: the stream partition is paused (until the rebalance's seek), the
+    only active partition is a changelog, and a fetch waits for data. Recovery pauses the
+    changelog it has read: faust's live set of active partitions, the fetch's filter, is
+    now empty, which aiokafka reads as every partition. Records 10..29 arrive and the
+    waiting fetch takes them; faust drops them as not active, and aiokafka's position is
+    past them: resumed later, the partition continues at 30."""
+    log = WaitingLog(size=10, committed=10)
+    consumer = faust_consumer_on(log, monkeypatch)
+    consumer._set_active_tps({TP0, CHANGELOG})
+    consumer.pause_partitions({TP0})
+    delivered: list[int] = []
+    stopped = asyncio.Event()
+    fetcher = type("Fetcher", (), {"_stopped": stopped})()
+
+    async def on_message(message: Any) -> None:
+        delivered.append(message.offset)
+        if message.offset >= 39:
+            stopped.set()
+
+    consumer.callback = on_message
+    draining = asyncio.ensure_future(consumer._drain_messages(fetcher))
+    await asyncio.sleep(0.05)  # the fetch is waiting, filtered to the changelog
+    consumer.pause_partitions({CHANGELOG})  # recovery is done with it: the set is empty
+    log.size = 30  # 10..29 arrive
+    await asyncio.sleep(0.1)
+    consumer.resume_partitions({TP0})  # after the seek
+    log.size = 40
+    await asyncio.wait_for(draining, 10)
+    if variant == "faust":
+        assert delivered[0] == 30  # 10..29 taken by the empty filter and dropped
+    else:
+        assert delivered == list(range(10, 40))
