@@ -197,10 +197,6 @@ async def test_nats_down_30s_nothing_lost_nothing_duplicated(
     assert len(stored) == len(distinct)
 
 
-# One rerun: in the clean-clone CI run of 2026-12-01 one market-data-stream message
-# (partition 1, offset 30) never reached JetStream after the kill - the bridge-after-
-# rebalance shortfall that issue #17 keeps open (also the storm's 782/797). Passed alone.
-@pytest.mark.flaky(reruns=1)
 async def test_worker_killed_while_nats_is_down_nothing_lost_nothing_duplicated(
     clean_kafka: StackConfig, js_names: tuple[str, str], tmp_path: Path, app_id: str
 ) -> None:

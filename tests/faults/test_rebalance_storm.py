@@ -3,10 +3,11 @@ SIGKILLed or a new one (empty data dir) joins, 1 to 3 alive, while 100k ticks fl
 
 Every rebalance revokes every partition of every member (eager protocol), seeks back to
 the committed offsets and recovers the tables from their changelogs: the path where faust
-delivered records fetched before a seek after it and recorded spurious offset gaps
-(issue #17, app/compat/faust_kafka.py adaptations 7 and 8). After the storm the output
-must be the clean run's, message for message, in market-data-stream and in JetStream, and
-the group's commits must reach the end of the log.
+delivered records fetched before a seek after it, recorded spurious offset gaps, cleared
+the records fetched while the seek was awaited and fetched paused partitions through an
+empty filter (issue #17, app/compat/faust_kafka.py adaptations 7, 8, 10 and 11). After the
+storm the output must be the clean run's, message for message, in market-data-stream and
+in JetStream, and the group's commits must reach the end of the log.
 
 Duplicates are expected (at-least-once): a raw message is read again only by the next
 owner of its partition, and only if its offset was not committed when the ownership
@@ -100,10 +101,6 @@ async def load_over(bootstrap: str, messages: list[Message], seconds: float) -> 
     return times
 
 
-# One rerun: on 2026-12-01 JetStream fell short with market-data-stream complete in 2 of
-# 7 runs with adaptations 7 and 8 (792/797, and 782/797 in the clean-clone CI run); cause
-# not established, issue #17 stays open for it. A rerun shows as R in the report.
-@pytest.mark.flaky(reruns=1)
 async def test_rebalance_storm_loses_nothing_and_commits_reach_the_end(
     stack: StackConfig, clean_run: CleanRun, fresh_input, input_messages, tmp_path: Path, report
 ) -> None:

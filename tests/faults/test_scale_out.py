@@ -69,9 +69,6 @@ def processed(worker: Worker) -> int:
     return worker.health()["aggregation_metrics"]["records_processed"]
 
 
-# faust's rebalance fragility (issue #17, not fixed): failed once this session in a loaded
-# parallel run, passed alone (797/797, lost 0). One rerun, reported in the closing note.
-@pytest.mark.flaky(reruns=1)
 async def test_survivor_takes_over_the_killed_workers_partitions(
     stack: StackConfig, clean_run: CleanRun, fresh_input, input_messages, tmp_path: Path, report
 ) -> None:
