@@ -84,6 +84,26 @@ def test_worker_stops_with_one_line_when_an_internal_is_gone() -> None:
     ]
 
 
+def test_the_worker_app_runs_with_every_rebalance_adaptation() -> None:
+    """The adaptations' own tests apply them directly; this checks that building the
+    worker's app installs each of them."""
+    code = (
+        "import app.pipeline.faust_app\n"
+        "from aiokafka.consumer import subscription_state as s\n"
+        "from faust.tables.recovery import Recovery\n"
+        "from faust.transport import consumer as c\n"
+        "from faust.transport.drivers import aiokafka as a\n"
+        "for f in (s.TopicPartitionState.seek, s.TopicPartitionState.reset_to,\n"
+        "          a.AIOKafkaConsumerThread._fetch_records, c.Consumer._reset_state,\n"
+        "          c.Consumer._add_gap, c.Consumer._new_offset,\n"
+        "          Recovery.on_recovery_completed, Recovery._resume_streams):\n"
+        "    print(f.__module__)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["app.compat.faust_kafka"] * 8
+
+
 class _Event:
     """Stands for a faust Event: faust keeps only a weak reference to it."""
 
