@@ -421,12 +421,6 @@ class LiveFilter:
     def __bool__(self) -> bool:
         return True
 
-    def __iter__(self) -> Iterator[Any]:
-        return iter(list(self._live))
-
-    def __len__(self) -> int:
-        return len(self._live)
-
 
 def partition_state(consumer: AIOKafkaConsumer, tp: Any) -> Any:
     """aiokafka's state of `tp` in the current assignment (None if not assigned)."""

@@ -36,6 +36,8 @@ ADAPTED = [
     (subscription_state.TopicPartitionState, "reset_to"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_fetch_records"),
     (faust_consumer.Consumer, "_reset_state"),
+    (Recovery, "on_recovery_completed"),
+    (Recovery, "_resume_streams"),
 ]
 
 
@@ -79,6 +81,11 @@ class MemoryLog:
         if TP0 not in partitions or start >= self.size:
             await asyncio.sleep(0.01)
             return {}
+        return self.take(state)
+
+    def take(self, state: Any) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Up to `batch` records from the position, moving it past them (as aiokafka does)."""
+        start = state.position
         end = min(start + self.batch, self.size)
         state.consumed_to(end)
         return {TopicPartition(TOPIC, 0): [self.record(o) for o in range(start, end)]}
@@ -266,8 +273,6 @@ def resume_variant(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     the queue clear) off as faust ships, then on."""
     for cls, name in ADAPTED:
         monkeypatch.setattr(cls, name, faust_kafka._original(cls, name))
-    for name in ("on_recovery_completed", "_resume_streams"):
-        monkeypatch.setattr(Recovery, name, faust_kafka._original(Recovery, name))
     faust_kafka.drop_stale_fetches()
     faust_kafka.exact_offset_gaps()
     if request.param == "adapted":
@@ -353,11 +358,8 @@ class WaitingLog(MemoryLog):
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
             state = self.state()
-            start = state.position
-            if start < self.size and not (partitions and TP0 not in partitions):
-                end = min(start + self.batch, self.size)
-                state.consumed_to(end)
-                return {TopicPartition(TOPIC, 0): [self.record(o) for o in range(start, end)]}
+            if state.position < self.size and not (partitions and TP0 not in partitions):
+                return self.take(state)
             if asyncio.get_running_loop().time() >= deadline:
                 return {}
             await asyncio.sleep(0.01)
